@@ -1,0 +1,428 @@
+//! Compaction: rewrite the live records of wasteful sealed segments into new segments.
+//!
+//! Steps, each crash-safe:
+//! 1. Pick sealed segments (never the active one) whose dead ratio exceeds the threshold,
+//!    or all with any garbage when total garbage exceeds its threshold or when forced.
+//! 2. Copy every live record (the keydir still points at it and it has not expired) into
+//!    new segments written under `.tmp` names, with their hint files. Tombstones and expired
+//!    records are kept (expired ones as tombstones) unless no other segment can hold an
+//!    older record of the same key: a segment's records can only be older than a tombstone
+//!    when its smallest sequence number is below the tombstone's.
+//! 3. fsync the outputs, rename hint then segment into place, fsync the directory.
+//! 4. Publish the outputs to readers, then move each keydir entry to its new location only
+//!    if it still points at the old one (concurrent writes win).
+//! 5. fsync the active segment (the decisions above relied on its tombstones), then remove
+//!    the inputs from the segment map, delete their files, fsync the directory.
+//!
+//! A crash before step 3 completes leaves the inputs authoritative (the `.tmp` files are
+//! removed at open); after it, inputs and outputs coexist and recovery resolves every key by
+//! sequence number, so both states read the same. Readers that still hold an input segment
+//! keep reading it: the file stays open until their `Arc` drops.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tracing::{debug, info};
+
+use crate::db::{Db, write_hint_for};
+use crate::error::{Error, Result};
+use crate::hint::{HintEntry, HintWriter};
+use crate::keydir::Entry;
+use crate::record::{self, Kind};
+use crate::segment::{self, SEGMENT_HEADER_LEN, Scanner, Segment, hint_path, segment_path};
+use crate::stats::CompactionReport;
+
+struct Output {
+    seg: Segment,
+    tmp_path: std::path::PathBuf,
+    hint: HintWriter,
+    buf: Vec<u8>,
+}
+
+/// A record copied to an output: where it came from and where it went.
+struct Moved {
+    key: Vec<u8>,
+    from: (u32, u64),
+    to: Entry,
+    /// An expired put rewritten as a tombstone: remove from the keydir instead of moving.
+    expired: bool,
+}
+
+impl Db {
+    /// Compacts every sealed segment that holds garbage, sealing the active segment first so
+    /// that all data is eligible. Returns what was done.
+    ///
+    /// # Errors
+    /// I/O errors (the inputs then stay authoritative), corruption met while reading.
+    pub fn compact(&self) -> Result<CompactionReport> {
+        self.compact_with(true, &mut |_, _| {})
+    }
+
+    /// Like [`Db::compact`], calling `progress(bytes_done, bytes_total)` as input is read.
+    ///
+    /// # Errors
+    /// As [`Db::compact`].
+    pub fn compact_with_progress(
+        &self,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactionReport> {
+        self.compact_with(true, progress)
+    }
+
+    /// Compacts only if some segment passes the configured thresholds.
+    ///
+    /// # Errors
+    /// As [`Db::compact`].
+    pub fn compact_if_needed(&self) -> Result<CompactionReport> {
+        self.compact_with(false, &mut |_, _| {})
+    }
+
+    fn compact_with(
+        &self,
+        force: bool,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<CompactionReport> {
+        let inner = &self.inner;
+        inner.check_open()?;
+        if self.is_poisoned() {
+            return Err(Error::Poisoned("compaction refused".into()));
+        }
+        let _guard = inner.compaction_lock.lock();
+        if force {
+            let mut w = inner.writer.lock();
+            let has_data = w
+                .active
+                .as_ref()
+                .is_some_and(|a| a.len.load(Ordering::Relaxed) > SEGMENT_HEADER_LEN);
+            if has_data {
+                inner.rotate_locked(&mut w)?;
+            }
+        }
+        // Make sure sealed segments have hints (outputs need none: they get their own).
+        self.write_pending_hints()?;
+        let active = inner.writer.lock().active.as_ref().map(|a| a.id);
+        let live = inner.keydir.read().live.clone();
+        let all: Vec<Arc<Segment>> = inner.segments.read().values().cloned().collect();
+        let sealed: Vec<&Arc<Segment>> = all.iter().filter(|s| Some(s.id) != active).collect();
+        let dead = |s: &Segment| {
+            let bytes = s.len.load(Ordering::Relaxed);
+            bytes.saturating_sub(live.get(&s.id).copied().unwrap_or(0))
+        };
+        let total_garbage: u64 = sealed
+            .iter()
+            .map(|s| dead(s).saturating_sub(SEGMENT_HEADER_LEN))
+            .sum();
+        let opts = &inner.opts;
+        let inputs: Vec<Arc<Segment>> = sealed
+            .iter()
+            .filter(|s| {
+                let bytes = s.len.load(Ordering::Relaxed).max(1);
+                let garbage = dead(s).saturating_sub(SEGMENT_HEADER_LEN);
+                let ratio = dead(s) as f64 / bytes as f64;
+                (force && garbage > 0)
+                    || ratio > opts.compaction_ratio
+                    || (total_garbage > opts.compaction_garbage_bytes && garbage > 0)
+            })
+            .map(|s| (*s).clone())
+            .collect();
+        if inputs.is_empty() {
+            return Ok(CompactionReport::default());
+        }
+        let input_ids: Vec<u32> = inputs.iter().map(|s| s.id).collect();
+        // Tombstones older than every record outside the inputs shadow nothing any more.
+        let floor = all
+            .iter()
+            .filter(|s| !input_ids.contains(&s.id))
+            .map(|s| s.min_seq.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(u64::MAX);
+        let bytes_total: u64 = inputs.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
+        let mut report = CompactionReport {
+            segments_in: inputs.len(),
+            bytes_in: bytes_total,
+            ..Default::default()
+        };
+        let now = self.now_ms();
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut moved: Vec<Moved> = Vec::new();
+        let mut done = 0u64;
+        let result = (|| -> Result<()> {
+            for seg in &inputs {
+                let len = seg.len.load(Ordering::Relaxed);
+                let mut scanner = Scanner::new(
+                    &*seg.file,
+                    len,
+                    true,
+                    opts.max_key_size,
+                    opts.max_value_size,
+                );
+                let mut batch: Vec<segment::Scanned> = Vec::new();
+                loop {
+                    let r = match scanner.next_record()? {
+                        Ok(Some(r)) => r,
+                        Ok(None) => break,
+                        Err(bad) => {
+                            return Err(Error::corruption(&seg.path, bad.offset, bad.reason));
+                        }
+                    };
+                    done += r.header.record_len();
+                    match r.header.kind {
+                        Kind::BatchPut | Kind::BatchDelete => {
+                            batch.push(r);
+                            continue;
+                        }
+                        Kind::BatchCommit => {
+                            for b in std::mem::take(&mut batch) {
+                                self.consider(
+                                    seg,
+                                    b,
+                                    floor,
+                                    now,
+                                    &mut outputs,
+                                    &mut moved,
+                                    &mut report,
+                                )?;
+                            }
+                        }
+                        Kind::Put | Kind::Delete => {
+                            batch.clear();
+                            self.consider(
+                                seg,
+                                r,
+                                floor,
+                                now,
+                                &mut outputs,
+                                &mut moved,
+                                &mut report,
+                            )?;
+                        }
+                    }
+                }
+                progress(done.min(bytes_total), bytes_total);
+            }
+            for out in &mut outputs {
+                flush_output(out)?;
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            for out in &outputs {
+                let _ = opts.vfs.remove(&out.tmp_path);
+                let _ = opts
+                    .vfs
+                    .remove(&hint_path(&inner.dir, out.seg.id).with_extension("hint.tmp"));
+            }
+            return Err(e);
+        }
+        // Outputs: hint, fsync; then rename hint before segment (a segment present at open
+        // always has its hint), then fsync the directory.
+        let dir = &inner.dir;
+        for out in outputs.iter_mut() {
+            out.seg.file.sync_data()?;
+            let hint = std::mem::take(&mut out.hint);
+            hint.finish(&*opts.vfs, dir, out.seg.id)?;
+        }
+        for out in &outputs {
+            opts.vfs
+                .rename(&out.tmp_path, &segment_path(dir, out.seg.id))?;
+        }
+        opts.vfs.sync_dir(dir)?;
+        report.segments_out = outputs.len();
+        report.bytes_out = outputs
+            .iter()
+            .map(|o| o.seg.len.load(Ordering::Relaxed))
+            .sum();
+        {
+            let mut segs = inner.segments.write();
+            for out in outputs {
+                let mut seg = out.seg;
+                seg.path = segment_path(dir, seg.id);
+                segs.insert(seg.id, Arc::new(seg));
+            }
+        }
+        for chunk in moved.chunks(1024) {
+            let mut kd = inner.keydir.write();
+            for m in chunk {
+                if m.expired {
+                    kd.remove_if_at(&m.key, m.from);
+                } else {
+                    kd.relocate(&m.key, m.from, m.to);
+                }
+            }
+        }
+        // The tombstones and newer values our decisions relied on must be durable before the
+        // inputs disappear.
+        self.sync()?;
+        {
+            let mut segs = inner.segments.write();
+            for id in &input_ids {
+                segs.remove(id);
+            }
+        }
+        let mut kd = inner.keydir.write();
+        for id in &input_ids {
+            kd.live.remove(id);
+        }
+        drop(kd);
+        for id in &input_ids {
+            opts.vfs.remove(&segment_path(dir, *id))?;
+            match opts.vfs.remove(&hint_path(dir, *id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+        opts.vfs.sync_dir(dir)?;
+        inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
+        inner
+            .counters
+            .reclaimed
+            .fetch_add(report.reclaimed(), Ordering::Relaxed);
+        inner
+            .counters
+            .last_compaction_ms
+            .store(self.now_ms().max(1), Ordering::Relaxed);
+        info!(
+            inputs = report.segments_in,
+            outputs = report.segments_out,
+            reclaimed = report.reclaimed(),
+            "compaction finished"
+        );
+        Ok(report)
+    }
+
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site, internal state of one compaction"
+    )]
+    fn consider(
+        &self,
+        seg: &Segment,
+        r: segment::Scanned,
+        floor: u64,
+        now: u64,
+        outputs: &mut Vec<Output>,
+        moved: &mut Vec<Moved>,
+        report: &mut CompactionReport,
+    ) -> Result<()> {
+        let h = r.header;
+        let from = (seg.id, r.offset);
+        let current = self.inner.keydir.read().map.get(r.key.as_slice()).copied();
+        let is_live = current.is_some_and(|e| (e.seg, e.off) == from);
+        let droppable_tombstone = h.seq < floor;
+        if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
+            let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
+            moved.push(Moved {
+                key: r.key,
+                from,
+                to,
+                expired: false,
+            });
+            report.records_kept += 1;
+        } else if h.kind.is_put() && is_live {
+            // Expired: keep a tombstone unless nothing older can be shadowed.
+            if !droppable_tombstone {
+                self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
+            }
+            moved.push(Moved {
+                key: r.key,
+                from,
+                to: current.expect("live"),
+                expired: true,
+            });
+            report.records_dropped += 1;
+        } else if h.kind.is_delete() && !droppable_tombstone {
+            self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
+            report.records_kept += 1;
+        } else {
+            report.records_dropped += 1;
+        }
+        Ok(())
+    }
+
+    /// Appends one record to the current output (starting a new one when full).
+    fn emit(
+        &self,
+        outputs: &mut Vec<Output>,
+        key: &[u8],
+        value: &[u8],
+        seq: u64,
+        expire: u64,
+        kind: Kind,
+    ) -> Result<Entry> {
+        let inner = &self.inner;
+        let rec_len = record::encoded_len(key.len(), value.len());
+        let need_new = match outputs.last() {
+            None => true,
+            Some(o) => {
+                let len = o.seg.len.load(Ordering::Relaxed) + o.buf.len() as u64;
+                len > SEGMENT_HEADER_LEN && len + rec_len > inner.opts.segment_size
+            }
+        };
+        if need_new {
+            if let Some(last) = outputs.last_mut() {
+                flush_output(last)?;
+            }
+            let id = inner.next_segment_id.fetch_add(1, Ordering::SeqCst);
+            let final_path = segment_path(&inner.dir, id);
+            let tmp_path = final_path.with_extension("seg.tmp");
+            let file = inner.opts.vfs.open(&tmp_path, true)?;
+            file.set_len(0)?;
+            file.write_all_at(&segment::encode_header(id), 0)?;
+            let seg = Segment::new(id, tmp_path.clone(), file, SEGMENT_HEADER_LEN);
+            debug!(segment = id, "compaction output started");
+            outputs.push(Output {
+                seg,
+                tmp_path,
+                hint: HintWriter::new(id),
+                buf: Vec::with_capacity(1 << 20),
+            });
+        }
+        let out = outputs.last_mut().expect("an output exists");
+        let off = out.seg.len.load(Ordering::Relaxed) + out.buf.len() as u64;
+        record::encode(&mut out.buf, seq, expire, kind, key, value);
+        out.seg.note_seq(seq);
+        out.hint.add(&HintEntry {
+            key,
+            seq,
+            expire,
+            offset: off,
+            len: rec_len as u32,
+            kind,
+        });
+        if out.buf.len() >= 1 << 20 {
+            flush_output(out)?;
+        }
+        Ok(Entry {
+            off,
+            seq,
+            expire,
+            seg: out.seg.id,
+            len: rec_len as u32,
+        })
+    }
+}
+
+fn flush_output(out: &mut Output) -> Result<()> {
+    if out.buf.is_empty() {
+        return Ok(());
+    }
+    let off = out.seg.len.load(Ordering::Relaxed);
+    out.seg.file.write_all_at(&out.buf, off)?;
+    out.seg
+        .len
+        .store(off + out.buf.len() as u64, Ordering::Relaxed);
+    out.buf.clear();
+    Ok(())
+}
+
+/// Rebuilds the hint file of one sealed segment (used by repair tools).
+///
+/// # Errors
+/// I/O errors or corruption in the segment.
+pub fn rebuild_hint(db: &Db, id: u32) -> Result<()> {
+    let seg = db.inner.segments.read().get(&id).cloned();
+    match seg {
+        Some(seg) => write_hint_for(&db.inner.dir, &db.inner.opts, &seg),
+        None => Err(Error::InvalidArgument(format!("no segment {id}"))),
+    }
+}

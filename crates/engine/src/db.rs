@@ -1,0 +1,1206 @@
+//! The database handle: opening and recovery, the write path with group commit, reads.
+//!
+//! Concurrency: one writer mutex serialises appends (sequence numbers are assigned under
+//! it); the keydir sits behind a read-write lock held only for in-memory lookups and
+//! updates, never across I/O. Readers take the read lock, copy a location, drop the lock and
+//! read the value with a positioned read, so they never wait for an fsync or for a writer's
+//! I/O. Durability waits happen after the writer mutex is released: the first waiter
+//! becomes the leader and fsyncs for everyone whose record was written before it started
+//! (group commit).
+
+use std::collections::BTreeMap;
+use std::ops::{Bound, RangeBounds};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
+use tracing::{debug, warn};
+
+use crate::batch::{Batch, BatchOp};
+use crate::error::{Error, Result};
+use crate::hint::{self, HintEntry, HintWriter};
+use crate::keydir::{Entry, KeyDir, TOMBSTONE_SEG};
+use crate::options::{Options, SyncPolicy, WriteOptions};
+use crate::record::{self, HEADER_LEN, Kind};
+use crate::scan::{Keys, Scan};
+use crate::segment::{
+    self, FileName, SEGMENT_HEADER_LEN, Scanner, Segment, commit_count, hint_path, segment_path,
+};
+use crate::stats::{SegmentStats, Stats};
+use crate::vfs::LockGuard;
+
+/// An open database. Cheap to clone; all clones share one engine. `Send + Sync`.
+#[derive(Clone, Debug)]
+pub struct Db {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Durable {
+    /// Every record with a sequence number at or below this is on stable storage.
+    pub seq: u64,
+    pub syncing: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Writer {
+    pub active: Option<Arc<Segment>>,
+    pub next_seq: u64,
+    buf: Vec<u8>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub compactions: AtomicU64,
+    pub reclaimed: AtomicU64,
+    pub last_compaction_ms: AtomicU64,
+    pub syncs: AtomicU64,
+    pub writes: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub dir: PathBuf,
+    pub opts: Options,
+    pub keydir: RwLock<KeyDir>,
+    pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
+    pub writer: Mutex<Writer>,
+    pub next_segment_id: AtomicU32,
+    durable: Mutex<Durable>,
+    durable_cv: Condvar,
+    poisoned: AtomicBool,
+    poison_reason: Mutex<Option<String>>,
+    closed: AtomicBool,
+    pub compaction_lock: Mutex<()>,
+    pub counters: Counters,
+    /// Sealed segments still waiting for a hint file.
+    pub hints_pending: Mutex<Vec<u32>>,
+    lock: Mutex<Option<Box<dyn LockGuard>>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
+    shutdown: Mutex<bool>,
+    shutdown_cv: Condvar,
+}
+
+/// One operation handed to the write path.
+pub(crate) struct Op<'a> {
+    pub key: &'a [u8],
+    pub value: &'a [u8],
+    pub expire: u64,
+    pub delete: bool,
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`, recovering from whatever a crash left.
+    ///
+    /// # Errors
+    /// `Locked` if another handle holds the directory; `Corruption` for damaged records
+    /// anywhere but the torn tail of the last written segment; `Format` for files of an
+    /// unknown version; I/O errors.
+    pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
+        let dir = dir.as_ref().to_path_buf();
+        let vfs = opts.vfs.clone();
+        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 {
+            return Err(Error::InvalidArgument("segment_size is too small".into()));
+        }
+        if !opts.create_if_missing && !dir.is_dir() {
+            return Err(Error::InvalidArgument(format!(
+                "{} does not exist",
+                dir.display()
+            )));
+        }
+        vfs.create_dir_all(&dir)?;
+        let lock = match vfs.lock(&dir.join("LOCK")) {
+            Ok(lock) => lock,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                return Err(Error::Locked { dir });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let recovered = recover(&dir, &opts)?;
+        let inner = Arc::new(Inner {
+            dir,
+            keydir: RwLock::new(recovered.keydir),
+            segments: RwLock::new(recovered.segments),
+            writer: Mutex::new(Writer {
+                active: recovered.active,
+                next_seq: recovered.max_seq + 1,
+                buf: Vec::new(),
+            }),
+            next_segment_id: AtomicU32::new(recovered.next_id),
+            durable: Mutex::new(Durable {
+                seq: recovered.max_seq,
+                ..Durable::default()
+            }),
+            durable_cv: Condvar::new(),
+            poisoned: AtomicBool::new(false),
+            poison_reason: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            compaction_lock: Mutex::new(()),
+            counters: Counters::default(),
+            hints_pending: Mutex::new(recovered.needs_hint),
+            lock: Mutex::new(Some(lock)),
+            background: Mutex::new(Vec::new()),
+            shutdown: Mutex::new(false),
+            shutdown_cv: Condvar::new(),
+            opts,
+        });
+        let db = Db { inner };
+        db.start_background();
+        Ok(db)
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The options the database was opened with.
+    pub fn options(&self) -> &Options {
+        &self.inner.opts
+    }
+
+    /// The current time according to the database's clock (ms since the Unix epoch).
+    pub fn now_ms(&self) -> u64 {
+        self.inner.opts.clock.now_ms()
+    }
+
+    /// Reads a key's value; `None` if absent or expired.
+    ///
+    /// # Errors
+    /// `Corruption` if the record fails its checksum; I/O errors.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(self.inner.read_live(key)?.map(|(v, _)| v))
+    }
+
+    /// Reads a key's value and version (its record's sequence number).
+    ///
+    /// # Errors
+    /// As [`Db::get`].
+    pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
+        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq)))
+    }
+
+    /// A key's version and expiry without reading its value; `None` if absent or expired.
+    ///
+    /// # Errors
+    /// `Closed` after close.
+    pub fn metadata(&self, key: &[u8]) -> Result<Option<KeyMeta>> {
+        self.inner.check_open()?;
+        let now = self.now_ms();
+        Ok(self
+            .inner
+            .keydir
+            .read()
+            .map
+            .get(key)
+            .filter(|e| !e.expired(now))
+            .map(|e| KeyMeta {
+                version: e.seq,
+                expire_at: e.expire_at(),
+                size: e.len as u64,
+            }))
+    }
+
+    /// Whether a live key exists.
+    ///
+    /// # Errors
+    /// `Closed` after close.
+    pub fn contains(&self, key: &[u8]) -> Result<bool> {
+        Ok(self.metadata(key)?.is_some())
+    }
+
+    /// Sets a key; returns its new version.
+    ///
+    /// # Errors
+    /// `TooLarge` beyond the limits, `Poisoned` after an earlier I/O failure, I/O errors.
+    pub fn set(&self, key: &[u8], value: &[u8]) -> Result<u64> {
+        self.set_with(key, value, WriteOptions::default())
+    }
+
+    /// Sets a key with per-write options (expiry); returns its new version.
+    ///
+    /// # Errors
+    /// As [`Db::set`].
+    pub fn set_with(&self, key: &[u8], value: &[u8], opts: WriteOptions) -> Result<u64> {
+        let op = Op {
+            key,
+            value,
+            expire: opts.expire_at.unwrap_or(0),
+            delete: false,
+        };
+        self.inner
+            .write_ops(&[op], false, |_| Ok(true))
+            .map(|(seq, _)| seq)
+    }
+
+    /// Deletes a key; returns whether it existed (and was not expired).
+    ///
+    /// # Errors
+    /// As [`Db::set`].
+    pub fn delete(&self, key: &[u8]) -> Result<bool> {
+        let now = self.now_ms();
+        let op = Op {
+            key,
+            value: &[],
+            expire: 0,
+            delete: true,
+        };
+        let (_, wrote) = self.inner.write_ops(&[op], false, |kd| {
+            Ok(kd.map.get(key).is_some_and(|e| !e.expired(now)))
+        })?;
+        Ok(wrote)
+    }
+
+    /// Sets `key` only if its current version is `expected` (`None`: only if absent or
+    /// expired). Returns the new version.
+    ///
+    /// # Errors
+    /// `Conflict` with the actual version when it differs; otherwise as [`Db::set`].
+    pub fn set_if(
+        &self,
+        key: &[u8],
+        expected: Option<u64>,
+        value: &[u8],
+        opts: WriteOptions,
+    ) -> Result<u64> {
+        let now = self.now_ms();
+        let op = Op {
+            key,
+            value,
+            expire: opts.expire_at.unwrap_or(0),
+            delete: false,
+        };
+        self.inner
+            .write_ops(&[op], false, |kd| {
+                check_version(kd, key, expected, now).map(|()| true)
+            })
+            .map(|(seq, _)| seq)
+    }
+
+    /// Deletes `key` only if its current version is `expected`.
+    ///
+    /// # Errors
+    /// `Conflict` when the version differs (or the key is absent); otherwise as [`Db::set`].
+    pub fn delete_if(&self, key: &[u8], expected: u64) -> Result<()> {
+        let now = self.now_ms();
+        let op = Op {
+            key,
+            value: &[],
+            expire: 0,
+            delete: true,
+        };
+        self.inner.write_ops(&[op], false, |kd| {
+            check_version(kd, key, Some(expected), now).map(|()| true)
+        })?;
+        Ok(())
+    }
+
+    /// Applies a batch atomically; returns the version shared by all its records.
+    ///
+    /// # Errors
+    /// As [`Db::set`]; nothing is applied on error.
+    pub fn write(&self, batch: &Batch) -> Result<u64> {
+        self.write_if(batch, |_| Ok(()))
+    }
+
+    /// Applies a batch atomically if `check` passes, evaluated under the write lock against
+    /// the current versions (`check` receives a lookup function from key to version).
+    ///
+    /// # Errors
+    /// Whatever `check` returns, or as [`Db::write`].
+    pub fn write_if(
+        &self,
+        batch: &Batch,
+        check: impl FnOnce(&dyn Fn(&[u8]) -> Option<u64>) -> Result<()>,
+    ) -> Result<u64> {
+        let ops: Vec<Op<'_>> = batch
+            .ops
+            .iter()
+            .map(|op| match op {
+                BatchOp::Put {
+                    key,
+                    value,
+                    expire_at,
+                } => Op {
+                    key,
+                    value,
+                    expire: expire_at.unwrap_or(0),
+                    delete: false,
+                },
+                BatchOp::Delete { key } => Op {
+                    key,
+                    value: &[],
+                    expire: 0,
+                    delete: true,
+                },
+            })
+            .collect();
+        let now = self.now_ms();
+        self.inner
+            .write_ops(&ops, true, |kd| {
+                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq);
+                check(&lookup).map(|()| true)
+            })
+            .map(|(seq, _)| seq)
+    }
+
+    /// An ordered, lazy scan of live keys and values in `range`.
+    pub fn scan<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Scan {
+        Scan::new(
+            self.clone(),
+            range.start_bound().cloned(),
+            range.end_bound().cloned(),
+        )
+    }
+
+    /// An ordered, lazy scan of the live keys starting with `prefix`.
+    pub fn scan_prefix(&self, prefix: &[u8]) -> Scan {
+        let (lo, hi) = prefix_range(prefix);
+        Scan::new(self.clone(), lo, hi)
+    }
+
+    /// An ordered, lazy listing of live keys in `range` (no value reads).
+    pub fn keys<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Keys {
+        self.scan(range).into_keys()
+    }
+
+    /// Forces every acknowledged write to stable storage.
+    ///
+    /// # Errors
+    /// `Poisoned` if this or an earlier fsync failed.
+    pub fn sync(&self) -> Result<()> {
+        self.inner.check_open()?;
+        let target = self.inner.writer.lock().next_seq - 1;
+        self.inner.wait_durable(target)
+    }
+
+    /// Statistics: keys, segments with live and dead bytes, sequence number, sync policy.
+    pub fn stats(&self) -> Stats {
+        self.inner.stats()
+    }
+
+    /// Syncs, stops background work and releases the directory lock. Other clones of this
+    /// handle then fail with `Closed`. Closing twice is harmless.
+    ///
+    /// # Errors
+    /// The final sync's error, if any.
+    pub fn close(&self) -> Result<()> {
+        if self.inner.closed.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let res = if self.inner.poisoned.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            self.sync()
+        };
+        self.inner.stop_background();
+        self.inner.closed.store(true, Ordering::SeqCst);
+        // Let any in-progress writer finish before releasing the lock.
+        drop(self.inner.writer.lock());
+        self.inner.lock.lock().take();
+        res
+    }
+
+    /// Whether an I/O failure has made the database refuse writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.poisoned.load(Ordering::SeqCst)
+    }
+
+    fn start_background(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        let mut handles = self.inner.background.lock();
+        if let SyncPolicy::Interval(every) = self.inner.opts.sync {
+            let w = weak.clone();
+            handles.push(spawn("cask-sync", move || {
+                background_loop(w, every, |inner| {
+                    let target = inner.writer.lock().next_seq - 1;
+                    if let Err(e) = inner.wait_durable(target) {
+                        debug!("interval sync: {e}");
+                    }
+                })
+            }));
+        }
+        let every = self.inner.opts.compaction_interval;
+        handles.push(spawn("cask-maintenance", move || {
+            background_loop(weak, every, |inner| {
+                let db = Db { inner };
+                db.maintenance();
+            })
+        }));
+    }
+
+    /// One round of background work: hint files for sealed segments, then compaction if
+    /// segments have become wasteful.
+    pub(crate) fn maintenance(&self) {
+        if self.inner.closed.load(Ordering::SeqCst) || self.is_poisoned() {
+            return;
+        }
+        if let Err(e) = self.write_pending_hints() {
+            warn!("writing hint files: {e}");
+        }
+        if self.inner.opts.background_compaction
+            && let Err(e) = self.compact_if_needed()
+        {
+            warn!("background compaction: {e}");
+        }
+    }
+
+    /// Writes hint files for sealed segments that lack one.
+    ///
+    /// # Errors
+    /// I/O errors or corruption met while scanning a segment.
+    pub fn write_pending_hints(&self) -> Result<()> {
+        if !self.inner.opts.use_hint_files {
+            return Ok(());
+        }
+        loop {
+            let Some(id) = self.inner.hints_pending.lock().pop() else {
+                return Ok(());
+            };
+            let seg = self.inner.segments.read().get(&id).cloned();
+            let Some(seg) = seg else { continue };
+            if let Err(e) = write_hint_for(&self.inner.dir, &self.inner.opts, &seg) {
+                self.inner.hints_pending.lock().push(id);
+                return Err(e);
+            }
+        }
+    }
+}
+
+/// A key's version and expiry, read from the index without I/O.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyMeta {
+    /// The key's version.
+    pub version: u64,
+    /// Expiry in ms since the Unix epoch.
+    pub expire_at: Option<u64>,
+    /// Size of its record on disk.
+    pub size: u64,
+}
+
+fn check_version(kd: &KeyDir, key: &[u8], expected: Option<u64>, now: u64) -> Result<()> {
+    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq);
+    if actual == expected {
+        Ok(())
+    } else {
+        Err(Error::Conflict { expected, actual })
+    }
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("spawning a background thread")
+}
+
+fn background_loop(weak: Weak<Inner>, every: Duration, mut work: impl FnMut(Arc<Inner>)) {
+    loop {
+        {
+            let Some(inner) = weak.upgrade() else { return };
+            let mut stop = inner.shutdown.lock();
+            if !*stop {
+                inner.shutdown_cv.wait_for(&mut stop, every);
+            }
+            if *stop {
+                return;
+            }
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        work(inner);
+    }
+}
+
+/// The range of keys starting with `prefix`.
+pub(crate) fn prefix_range(prefix: &[u8]) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+    let lo = Bound::Included(prefix.to_vec());
+    let mut hi = prefix.to_vec();
+    while let Some(last) = hi.pop() {
+        if last < 0xff {
+            hi.push(last + 1);
+            return (lo, Bound::Excluded(hi));
+        }
+    }
+    (lo, Bound::Unbounded)
+}
+
+impl Inner {
+    pub(crate) fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::SeqCst) {
+            Err(Error::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        self.check_open()?;
+        if self.poisoned.load(Ordering::SeqCst) {
+            let reason = self.poison_reason.lock().clone().unwrap_or_default();
+            return Err(Error::Poisoned(reason));
+        }
+        Ok(())
+    }
+
+    /// Marks the database read-only after an I/O failure.
+    pub(crate) fn poison(&self, what: &str, e: &std::io::Error) {
+        let reason = format!("{what}: {e}");
+        warn!("poisoning database after {reason}");
+        self.poison_reason.lock().get_or_insert(reason.clone());
+        self.poisoned.store(true, Ordering::SeqCst);
+        let mut d = self.durable.lock();
+        d.error.get_or_insert(reason);
+        self.durable_cv.notify_all();
+    }
+
+    pub(crate) fn mark_durable(&self, seq: u64) {
+        let mut d = self.durable.lock();
+        d.seq = d.seq.max(seq);
+    }
+
+    /// Waits until every record up to `seq` is durable, fsyncing as the group's leader if no
+    /// one else is.
+    pub(crate) fn wait_durable(&self, seq: u64) -> Result<()> {
+        let mut d = self.durable.lock();
+        loop {
+            if d.seq >= seq {
+                return Ok(());
+            }
+            if let Some(e) = &d.error {
+                return Err(Error::Poisoned(e.clone()));
+            }
+            if d.syncing {
+                self.durable_cv.wait(&mut d);
+                continue;
+            }
+            d.syncing = true;
+            drop(d);
+            let (target, file) = {
+                let w = self.writer.lock();
+                (w.next_seq - 1, w.active.as_ref().map(|s| s.file.clone()))
+            };
+            let res = match file {
+                Some(f) => f.sync_data(),
+                None => Ok(()),
+            };
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            if let Err(e) = &res {
+                self.poison("fsync failed", e);
+            }
+            d = self.durable.lock();
+            d.syncing = false;
+            if res.is_ok() {
+                d.seq = d.seq.max(target);
+            }
+            self.durable_cv.notify_all();
+        }
+    }
+
+    /// The write path. `precheck` runs under the writer lock against the keydir; `Ok(false)`
+    /// means "nothing to write" and returns without appending.
+    fn write_ops(
+        &self,
+        ops: &[Op<'_>],
+        batch: bool,
+        precheck: impl FnOnce(&KeyDir) -> Result<bool>,
+    ) -> Result<(u64, bool)> {
+        self.check_writable()?;
+        let mut total = 0u64;
+        for op in ops {
+            if op.key.len() > self.opts.max_key_size {
+                return Err(Error::TooLarge {
+                    what: "key",
+                    size: op.key.len() as u64,
+                    limit: self.opts.max_key_size as u64,
+                });
+            }
+            if op.value.len() > self.opts.max_value_size {
+                return Err(Error::TooLarge {
+                    what: "value",
+                    size: op.value.len() as u64,
+                    limit: self.opts.max_value_size as u64,
+                });
+            }
+            total += record::encoded_len(op.key.len(), op.value.len());
+        }
+        if batch && total > self.opts.max_batch_size {
+            return Err(Error::TooLarge {
+                what: "batch",
+                size: total,
+                limit: self.opts.max_batch_size,
+            });
+        }
+        let mut w = self.writer.lock();
+        self.check_writable()?;
+        if !precheck(&self.keydir.read())? {
+            let seq = w.next_seq - 1;
+            return Ok((seq, false));
+        }
+        if ops.is_empty() {
+            return Ok((w.next_seq - 1, false));
+        }
+        let seq = self.append_locked(&mut w, ops, batch)?;
+        drop(w);
+        self.counters.writes.fetch_add(1, Ordering::Relaxed);
+        if self.opts.sync == SyncPolicy::Always {
+            self.wait_durable(seq)?;
+        }
+        Ok((seq, true))
+    }
+
+    /// Encodes and appends `ops` under the writer lock and publishes them in the keydir.
+    fn append_locked(
+        &self,
+        w: &mut MutexGuard<'_, Writer>,
+        ops: &[Op<'_>],
+        batch: bool,
+    ) -> Result<u64> {
+        let seq = w.next_seq;
+        let mut buf = std::mem::take(&mut w.buf);
+        buf.clear();
+        let mut placed = Vec::with_capacity(ops.len());
+        for op in ops {
+            let start = buf.len() as u64;
+            let kind = match (batch, op.delete) {
+                (false, false) => Kind::Put,
+                (false, true) => Kind::Delete,
+                (true, false) => Kind::BatchPut,
+                (true, true) => Kind::BatchDelete,
+            };
+            record::encode(&mut buf, seq, op.expire, kind, op.key, op.value);
+            placed.push((start, buf.len() as u64 - start));
+        }
+        if batch {
+            record::encode(
+                &mut buf,
+                seq,
+                0,
+                Kind::BatchCommit,
+                &[],
+                &(ops.len() as u32).to_le_bytes(),
+            );
+        }
+        let result = self.append_bytes(w, &buf, seq);
+        w.buf = buf;
+        if w.buf.capacity() > 4 << 20 {
+            w.buf = Vec::new();
+        }
+        let (seg, base) = result?;
+        w.next_seq = seq + 1;
+        let mut kd = self.keydir.write();
+        for (op, (start, len)) in ops.iter().zip(placed) {
+            if op.delete {
+                kd.remove(op.key);
+            } else {
+                let e = Entry {
+                    off: base + start,
+                    seq,
+                    expire: op.expire,
+                    seg,
+                    len: len as u32,
+                };
+                kd.insert(op.key, e);
+            }
+        }
+        Ok(seq)
+    }
+
+    /// Appends encoded bytes to the active segment (rotating first if it is full); returns
+    /// the segment id and offset written at.
+    fn append_bytes(
+        &self,
+        w: &mut MutexGuard<'_, Writer>,
+        buf: &[u8],
+        seq: u64,
+    ) -> Result<(u32, u64)> {
+        if let Some(active) = &w.active {
+            let len = active.len.load(Ordering::Relaxed);
+            if len > SEGMENT_HEADER_LEN && len + buf.len() as u64 > self.opts.segment_size {
+                self.rotate_locked(w)?;
+            }
+        }
+        let active = match &w.active {
+            Some(a) => a.clone(),
+            None => {
+                let id = self.next_segment_id.fetch_add(1, Ordering::SeqCst);
+                let seg = Segment::create(&*self.opts.vfs, &self.dir, id).inspect_err(|e| {
+                    if let Error::Io(io) = e {
+                        self.poison("creating a segment failed", io);
+                    }
+                })?;
+                let seg = Arc::new(seg);
+                self.segments.write().insert(id, seg.clone());
+                w.active = Some(seg.clone());
+                seg
+            }
+        };
+        let off = active.len.load(Ordering::Relaxed);
+        if let Err(e) = active.file.write_all_at(buf, off) {
+            self.poison("write failed", &e);
+            return Err(e.into());
+        }
+        active.len.store(off + buf.len() as u64, Ordering::Release);
+        active.note_seq(seq);
+        Ok((active.id, off))
+    }
+
+    /// Seals the active segment: fsync it and queue its hint file. The next append creates
+    /// a new segment.
+    pub(crate) fn rotate_locked(&self, w: &mut MutexGuard<'_, Writer>) -> Result<()> {
+        let Some(old) = w.active.take() else {
+            return Ok(());
+        };
+        if let Err(e) = old.file.sync_data() {
+            self.poison("fsync at segment rotation failed", &e);
+            w.active = Some(old);
+            return Err(e.into());
+        }
+        self.mark_durable(w.next_seq - 1);
+        debug!(
+            segment = old.id,
+            bytes = old.len.load(Ordering::Relaxed),
+            "sealed segment"
+        );
+        self.hints_pending.lock().push(old.id);
+        Ok(())
+    }
+
+    /// Reads a live key's value and entry, retrying if compaction moved it mid-read.
+    pub(crate) fn read_live(&self, key: &[u8]) -> Result<Option<(Vec<u8>, Entry)>> {
+        self.check_open()?;
+        let now = self.opts.clock.now_ms();
+        for _ in 0..64 {
+            let Some(e) = self.keydir.read().map.get(key).copied() else {
+                return Ok(None);
+            };
+            if e.expired(now) {
+                return Ok(None);
+            }
+            match self.read_value(key, &e)? {
+                Some(v) => return Ok(Some((v, e))),
+                None => continue,
+            }
+        }
+        Err(Error::corruption(
+            &self.dir,
+            0,
+            "index points at a segment that no longer exists",
+        ))
+    }
+
+    /// Reads the value stored at `e`; `None` if its segment has been removed meanwhile.
+    pub(crate) fn read_value(&self, key: &[u8], e: &Entry) -> Result<Option<Vec<u8>>> {
+        let Some(seg) = self.segments.read().get(&e.seg).cloned() else {
+            return Ok(None);
+        };
+        let mut rec = seg.read_record(e.off, e.len)?;
+        let h = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header"))
+            .map_err(|r| Error::corruption(&seg.path, e.off, r))?;
+        let kend = HEADER_LEN + h.key_len as usize;
+        if !h.kind.is_put() || h.seq != e.seq || &rec[HEADER_LEN..kend] != key {
+            return Err(Error::corruption(
+                &seg.path,
+                e.off,
+                "record does not match the index",
+            ));
+        }
+        rec.drain(..kend);
+        Ok(Some(rec))
+    }
+
+    fn stop_background(&self) {
+        *self.shutdown.lock() = true;
+        self.shutdown_cv.notify_all();
+        let handles: Vec<_> = self.background.lock().drain(..).collect();
+        let me = std::thread::current().id();
+        for h in handles {
+            if h.thread().id() != me {
+                let _ = h.join();
+            }
+        }
+    }
+
+    fn stats(&self) -> Stats {
+        let (keys, live) = {
+            let kd = self.keydir.read();
+            (kd.map.len() as u64, kd.live.clone())
+        };
+        let active = self.writer.lock().active.as_ref().map(|s| s.id);
+        let seq = self.writer.lock().next_seq - 1;
+        let segments: Vec<SegmentStats> = self
+            .segments
+            .read()
+            .values()
+            .map(|s| {
+                let bytes = s.len.load(Ordering::Relaxed);
+                let live_bytes = live.get(&s.id).copied().unwrap_or(0).min(bytes);
+                SegmentStats {
+                    id: s.id,
+                    bytes,
+                    live_bytes,
+                    dead_bytes: bytes - live_bytes,
+                    active: Some(s.id) == active,
+                    has_hint: self.opts.vfs.open_read(&hint_path(&self.dir, s.id)).is_ok(),
+                }
+            })
+            .collect();
+        let total_bytes = segments.iter().map(|s| s.bytes).sum();
+        let live_bytes = segments.iter().map(|s| s.live_bytes).sum();
+        let last = self.counters.last_compaction_ms.load(Ordering::Relaxed);
+        Stats {
+            keys,
+            total_bytes,
+            live_bytes,
+            dead_bytes: total_bytes - live_bytes,
+            seq,
+            sync: self.opts.sync,
+            segments,
+            compactions: self.counters.compactions.load(Ordering::Relaxed),
+            reclaimed_bytes: self.counters.reclaimed.load(Ordering::Relaxed),
+            last_compaction_ms: (last != 0).then_some(last),
+            syncs: self.counters.syncs.load(Ordering::Relaxed),
+            writes: self.counters.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if !self.closed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
+            let w = self.writer.lock();
+            if let Some(a) = &w.active
+                && let Err(e) = a.file.sync_data()
+            {
+                warn!("fsync on drop failed: {e}");
+            }
+        }
+        *self.shutdown.lock() = true;
+        self.shutdown_cv.notify_all();
+    }
+}
+
+/// Scans a sealed segment and writes its hint file.
+pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Result<()> {
+    let len = seg.len.load(Ordering::Acquire);
+    let mut scanner = Scanner::new(
+        &*seg.file,
+        len,
+        false,
+        opts.max_key_size,
+        opts.max_value_size,
+    );
+    let mut hint = HintWriter::new(seg.id);
+    let mut pending: Vec<segment::Scanned> = Vec::new();
+    loop {
+        match scanner.next_record()? {
+            Ok(None) => break,
+            Ok(Some(r)) => match r.header.kind {
+                Kind::Put | Kind::Delete => add_hint(&mut hint, &r),
+                Kind::BatchPut | Kind::BatchDelete => pending.push(r),
+                Kind::BatchCommit => {
+                    for p in pending.drain(..) {
+                        add_hint(&mut hint, &p);
+                    }
+                }
+            },
+            Err(bad) => return Err(Error::corruption(&seg.path, bad.offset, bad.reason)),
+        }
+    }
+    hint.finish(&*opts.vfs, dir, seg.id)
+}
+
+fn add_hint(hint: &mut HintWriter, r: &segment::Scanned) {
+    hint.add(&HintEntry {
+        key: &r.key,
+        seq: r.header.seq,
+        expire: r.header.expire,
+        offset: r.offset,
+        len: r.header.record_len() as u32,
+        kind: r.header.kind,
+    });
+}
+
+struct Recovered {
+    keydir: KeyDir,
+    segments: BTreeMap<u32, Arc<Segment>>,
+    active: Option<Arc<Segment>>,
+    max_seq: u64,
+    next_id: u32,
+    needs_hint: Vec<u32>,
+}
+
+/// Applies one record to the keydir being rebuilt: the highest sequence number wins, and
+/// tombstones are kept (as placeholders) until every segment has been read.
+fn apply(kd: &mut KeyDir, key: &[u8], e: Entry) {
+    match kd.map.get_mut(key) {
+        Some(cur) if cur.seq > e.seq => {}
+        Some(cur) => *cur = e,
+        None => {
+            kd.map.insert(key.into(), e);
+        }
+    }
+}
+
+fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
+    let vfs = &*opts.vfs;
+    let mut seg_ids = Vec::new();
+    let mut hint_ids = std::collections::HashSet::new();
+    for name in vfs.list(dir)? {
+        match segment::parse_name(&name) {
+            FileName::Segment(id) => seg_ids.push(id),
+            FileName::Hint(id) => {
+                hint_ids.insert(id);
+            }
+            FileName::Temp => {
+                debug!("removing leftover temporary file {name}");
+                vfs.remove(&dir.join(&name))?;
+            }
+            FileName::Lock | FileName::Other => {}
+        }
+    }
+    seg_ids.sort_unstable();
+    // A hint whose segment is absent was left by a compaction that crashed before renaming
+    // the segment into place: remove it so the id can never pick up a stale hint.
+    let mut orphans: Vec<u32> = hint_ids
+        .iter()
+        .copied()
+        .filter(|id| seg_ids.binary_search(id).is_err())
+        .collect();
+    orphans.sort_unstable();
+    for id in &orphans {
+        warn!(
+            "removing hint file without a segment: {}",
+            hint_path(dir, *id).display()
+        );
+        vfs.remove(&hint_path(dir, *id))?;
+        hint_ids.remove(id);
+    }
+    if !orphans.is_empty() {
+        vfs.sync_dir(dir)?;
+    }
+    // The only segment that may legitimately end in a torn record is the one that was being
+    // appended to: the newest segment without a hint file.
+    let tail = seg_ids
+        .iter()
+        .rev()
+        .find(|id| !hint_ids.contains(id))
+        .copied();
+    let mut kd = KeyDir::default();
+    let mut segments = BTreeMap::new();
+    let mut max_seq = 0u64;
+    let mut needs_hint = Vec::new();
+    let mut active = None;
+    for &id in &seg_ids {
+        let path = segment_path(dir, id);
+        let file = vfs.open(&path, false)?;
+        let mut len = file.len()?;
+        let is_tail = Some(id) == tail;
+        if len < SEGMENT_HEADER_LEN {
+            if is_tail {
+                warn!(
+                    "removing segment {} with a torn header ({len} bytes)",
+                    path.display()
+                );
+                drop(file);
+                vfs.remove(&path)?;
+                vfs.sync_dir(dir)?;
+                continue;
+            }
+            return Err(Error::corruption(
+                &path,
+                0,
+                "segment shorter than its header",
+            ));
+        }
+        let mut header = [0u8; SEGMENT_HEADER_LEN as usize];
+        file.read_exact_at(&mut header, 0)?;
+        if is_tail && header.iter().all(|b| *b == 0) && (len == SEGMENT_HEADER_LEN) {
+            warn!(
+                "removing empty segment {} with a torn header",
+                path.display()
+            );
+            drop(file);
+            vfs.remove(&path)?;
+            vfs.sync_dir(dir)?;
+            continue;
+        }
+        segment::check_header(&path, id, &header)?;
+        let seg = Segment::new(id, path.clone(), file, len);
+        let mut from_hint = false;
+        if opts.use_hint_files && hint_ids.contains(&id) {
+            let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
+                seg.note_seq(h.seq);
+                let e = if h.kind.is_delete() {
+                    Entry {
+                        off: h.offset,
+                        seq: h.seq,
+                        expire: 0,
+                        seg: TOMBSTONE_SEG,
+                        len: 0,
+                    }
+                } else {
+                    Entry {
+                        off: h.offset,
+                        seq: h.seq,
+                        expire: h.expire,
+                        seg: id,
+                        len: h.len,
+                    }
+                };
+                apply(&mut kd, h.key, e);
+            })?;
+            match res {
+                Ok(()) => from_hint = true,
+                Err(reason) => {
+                    warn!("hint file for segment {id} unusable ({reason}); scanning the segment")
+                }
+            }
+        }
+        if !from_hint {
+            let end = scan_into(&seg, opts, &mut kd, is_tail)?;
+            if end < len {
+                warn!(
+                    "truncating torn tail of {} from {len} to {end} bytes (crash artefact)",
+                    path.display()
+                );
+                seg.file.set_len(end)?;
+                seg.file.sync_data()?;
+                len = end;
+                seg.len.store(len, Ordering::Relaxed);
+            }
+            if !is_tail {
+                needs_hint.push(id);
+            }
+        }
+        max_seq = max_seq.max(seg.max_seq.load(Ordering::Relaxed));
+        let seg = Arc::new(seg);
+        if is_tail && len < opts.segment_size {
+            active = Some(seg.clone());
+        } else if is_tail {
+            needs_hint.push(id);
+        }
+        segments.insert(id, seg);
+    }
+    let now = opts.clock.now_ms();
+    kd.map.retain(|_, e| !e.is_tombstone() && !e.expired(now));
+    kd.recount_live();
+    let next_id = seg_ids
+        .last()
+        .copied()
+        .max(orphans.last().copied())
+        .map_or(1, |m| m + 1);
+    debug!(
+        keys = kd.map.len(),
+        segments = segments.len(),
+        max_seq,
+        "recovered"
+    );
+    Ok(Recovered {
+        keydir: kd,
+        segments,
+        active,
+        max_seq,
+        next_id,
+        needs_hint,
+    })
+}
+
+/// Scans one segment into the keydir. Returns the offset where valid data ends (the
+/// truncation point for a torn tail).
+fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> Result<u64> {
+    let len = seg.len.load(Ordering::Relaxed);
+    let mut scanner = Scanner::new(
+        &*seg.file,
+        len,
+        false,
+        opts.max_key_size,
+        opts.max_value_size,
+    );
+    let mut batch: Vec<(Vec<u8>, Entry)> = Vec::new();
+    let mut batch_start: Option<u64> = None;
+    loop {
+        match scanner.next_record()? {
+            Ok(None) => break,
+            Ok(Some(r)) => {
+                let h = r.header;
+                let e = if h.kind.is_delete() {
+                    Entry {
+                        off: r.offset,
+                        seq: h.seq,
+                        expire: 0,
+                        seg: TOMBSTONE_SEG,
+                        len: 0,
+                    }
+                } else {
+                    Entry {
+                        off: r.offset,
+                        seq: h.seq,
+                        expire: h.expire,
+                        seg: seg.id,
+                        len: h.record_len() as u32,
+                    }
+                };
+                match h.kind {
+                    Kind::Put | Kind::Delete => {
+                        if batch_start.take().is_some() {
+                            warn!("{}: discarding an uncommitted batch", seg.path.display());
+                            batch.clear();
+                        }
+                        seg.note_seq(h.seq);
+                        apply(kd, &r.key, e);
+                    }
+                    Kind::BatchPut | Kind::BatchDelete => {
+                        if batch.first().is_some_and(|(_, f)| f.seq != h.seq) {
+                            warn!("{}: discarding an uncommitted batch", seg.path.display());
+                            batch.clear();
+                        }
+                        batch_start.get_or_insert(r.offset);
+                        batch.push((r.key, e));
+                    }
+                    Kind::BatchCommit => {
+                        let count = commit_count(&r.value) as usize;
+                        let complete =
+                            batch.len() == count && batch.iter().all(|(_, e)| e.seq == h.seq);
+                        if !complete {
+                            return Err(Error::corruption(
+                                &seg.path,
+                                r.offset,
+                                "batch commit does not match its operations",
+                            ));
+                        }
+                        seg.note_seq(h.seq);
+                        for (k, e) in batch.drain(..) {
+                            apply(kd, &k, e);
+                        }
+                        batch_start = None;
+                    }
+                }
+            }
+            Err(bad) => {
+                if is_tail && bad.at_tail {
+                    warn!(
+                        "{}: torn record at offset {} ({})",
+                        seg.path.display(),
+                        bad.offset,
+                        bad.reason
+                    );
+                    return Ok(batch_start.unwrap_or(bad.offset));
+                }
+                return Err(Error::corruption(&seg.path, bad.offset, bad.reason));
+            }
+        }
+    }
+    // Operations of a batch whose commit never reached the disk: invisible, and cut off.
+    if let Some(start) = batch_start {
+        warn!(
+            "{}: discarding a batch without its commit record at offset {start}",
+            seg.path.display()
+        );
+        return Ok(if is_tail { start } else { scanner.position() });
+    }
+    Ok(scanner.position())
+}

@@ -1,0 +1,165 @@
+//! Lazy, ordered scans over the keydir.
+//!
+//! A scan never holds the keydir lock while reading values: it copies the next chunk of
+//! entries under a short read lock, then reads their values without any lock. Scans are not
+//! snapshots: each key is read at its newest version when the scan reaches it, keys written
+//! behind the cursor are not seen, and keys deleted ahead of it are skipped.
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+
+use crate::db::Db;
+use crate::error::Result;
+use crate::keydir::Entry;
+
+const CHUNK: usize = 256;
+
+/// An ordered iterator of `(key, value)` pairs; see [`Db::scan`].
+#[derive(Debug)]
+pub struct Scan {
+    db: Db,
+    lo: Bound<Vec<u8>>,
+    hi: Bound<Vec<u8>>,
+    reverse: bool,
+    pending: VecDeque<(Vec<u8>, Entry)>,
+    exhausted: bool,
+}
+
+impl Scan {
+    pub(crate) fn new(db: Db, lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Self {
+        Scan {
+            db,
+            lo,
+            hi,
+            reverse: false,
+            pending: VecDeque::new(),
+            exhausted: false,
+        }
+    }
+
+    /// Iterate from the last key down (call before iterating).
+    pub fn reverse(mut self) -> Self {
+        self.reverse = !self.reverse;
+        self
+    }
+
+    /// Turns this scan into a listing of keys only (no value reads).
+    pub fn into_keys(self) -> Keys {
+        Keys { scan: self }
+    }
+
+    fn fill(&mut self) -> Result<()> {
+        self.db.inner.check_open()?;
+        let now = self.db.now_ms();
+        let kd = self.db.inner.keydir.read();
+        if matches!((&self.lo, &self.hi), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
+            || matches!((&self.lo, &self.hi), (Bound::Excluded(a), Bound::Excluded(b)) if a == b)
+        {
+            self.exhausted = true;
+            return Ok(());
+        }
+        let range = kd
+            .map
+            .range::<[u8], _>((as_slice(&self.lo), as_slice(&self.hi)));
+        let mut taken = 0;
+        let mut last: Option<Vec<u8>> = None;
+        let mut push = |k: &[u8], e: &Entry| {
+            taken += 1;
+            last = Some(k.to_vec());
+            if !e.expired(now) {
+                self.pending.push_back((k.to_vec(), *e));
+            }
+        };
+        if self.reverse {
+            for (k, e) in range.rev().take(CHUNK) {
+                push(k, e);
+            }
+        } else {
+            for (k, e) in range.take(CHUNK) {
+                push(k, e);
+            }
+        }
+        drop(kd);
+        match last {
+            Some(k) if taken == CHUNK => {
+                if self.reverse {
+                    self.hi = Bound::Excluded(k);
+                } else {
+                    self.lo = Bound::Excluded(k);
+                }
+            }
+            _ => self.exhausted = true,
+        }
+        Ok(())
+    }
+
+    fn next_entry(&mut self) -> Option<Result<(Vec<u8>, Entry)>> {
+        loop {
+            if let Some(item) = self.pending.pop_front() {
+                return Some(Ok(item));
+            }
+            if self.exhausted {
+                return None;
+            }
+            if let Err(e) = self.fill() {
+                self.exhausted = true;
+                return Some(Err(e));
+            }
+        }
+    }
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Included(v) => Bound::Included(v.as_slice()),
+        Bound::Excluded(v) => Bound::Excluded(v.as_slice()),
+        Bound::Unbounded => Bound::Unbounded,
+    }
+}
+
+impl Iterator for Scan {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (key, entry) = match self.next_entry()? {
+                Ok(x) => x,
+                Err(e) => return Some(Err(e)),
+            };
+            // The entry may be stale (compaction moved it): fall back to a fresh lookup.
+            let value = match self.db.inner.read_value(&key, &entry) {
+                Ok(Some(v)) => Ok(Some(v)),
+                Ok(None) => self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v)),
+                Err(e) => Err(e),
+            };
+            match value {
+                Ok(Some(v)) => return Some(Ok((key, v))),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+}
+
+/// An ordered iterator of live keys; see [`Db::keys`].
+#[derive(Debug)]
+pub struct Keys {
+    scan: Scan,
+}
+
+impl Keys {
+    /// Iterate from the last key down (call before iterating).
+    pub fn reverse(self) -> Self {
+        Keys {
+            scan: self.scan.reverse(),
+        }
+    }
+}
+
+impl Iterator for Keys {
+    type Item = Result<Vec<u8>>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.scan.next_entry().map(|r| r.map(|(k, _)| k))
+    }
+}

@@ -1,0 +1,73 @@
+//! Statistics reported by [`crate::Db::stats`].
+
+use crate::options::SyncPolicy;
+
+/// Per-segment accounting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentStats {
+    /// Segment id (the file name's number).
+    pub id: u32,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Bytes of records the index still points at.
+    pub live_bytes: u64,
+    /// Bytes of overwritten, deleted or expired records, tombstones and headers.
+    pub dead_bytes: u64,
+    /// Whether this is the segment currently appended to.
+    pub active: bool,
+    /// Whether a hint file exists for it.
+    pub has_hint: bool,
+}
+
+/// A snapshot of the database's state.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Keys in the index (expired keys not yet collected included).
+    pub keys: u64,
+    /// Sum of all segment sizes.
+    pub total_bytes: u64,
+    /// Sum of live record bytes.
+    pub live_bytes: u64,
+    /// `total_bytes - live_bytes`.
+    pub dead_bytes: u64,
+    /// Highest sequence number written.
+    pub seq: u64,
+    /// The durability policy in force.
+    pub sync: SyncPolicy,
+    /// Every segment, by id.
+    pub segments: Vec<SegmentStats>,
+    /// Compactions completed since open.
+    pub compactions: u64,
+    /// Bytes reclaimed by those compactions.
+    pub reclaimed_bytes: u64,
+    /// When the last compaction finished, ms since the Unix epoch.
+    pub last_compaction_ms: Option<u64>,
+    /// fsyncs performed since open.
+    pub syncs: u64,
+    /// Writes acknowledged since open.
+    pub writes: u64,
+}
+
+/// What one compaction did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CompactionReport {
+    /// Segments rewritten.
+    pub segments_in: usize,
+    /// Segments written.
+    pub segments_out: usize,
+    /// Bytes of the input segments.
+    pub bytes_in: u64,
+    /// Bytes of the output segments.
+    pub bytes_out: u64,
+    /// Live records copied.
+    pub records_kept: u64,
+    /// Records dropped (overwritten, deleted, expired, tombstones no longer needed).
+    pub records_dropped: u64,
+}
+
+impl CompactionReport {
+    /// Bytes returned to the file system.
+    pub fn reclaimed(&self) -> u64 {
+        self.bytes_in.saturating_sub(self.bytes_out)
+    }
+}
