@@ -1,1 +1,5 @@
-fn main() {}
+//! The `cask` binary: see `cask --help`.
+
+fn main() -> std::process::ExitCode {
+    cask::cli::main()
+}
