@@ -36,6 +36,8 @@ use crate::vfs::LockGuard;
 #[derive(Clone, Debug)]
 pub struct Db {
     pub(crate) inner: Arc<Inner>,
+    /// Writes through this handle return before their fsync; see [`Db::deferring`].
+    defer_sync: bool,
 }
 
 #[derive(Debug, Default)]
@@ -148,9 +150,42 @@ impl Db {
             shutdown_cv: Condvar::new(),
             opts,
         });
-        let db = Db { inner };
+        let db = Db {
+            inner,
+            defer_sync: false,
+        };
         db.start_background();
         Ok(db)
+    }
+
+    /// A handle to the same database whose writes return as soon as they are appended,
+    /// without waiting for the fsync that [`SyncPolicy::Always`] requires. The caller must
+    /// call [`Db::wait_durable`] with the returned version before acknowledging the write.
+    /// Servers use this to let a whole pipeline share one fsync.
+    pub fn deferring(&self) -> Db {
+        Db {
+            inner: self.inner.clone(),
+            defer_sync: true,
+        }
+    }
+
+    /// Waits until every write up to `version` is durable under the sync policy: under
+    /// `Always` it fsyncs (sharing the fsync with concurrent waiters); under the other
+    /// policies it returns at once.
+    ///
+    /// # Errors
+    /// `Poisoned` if the fsync failed.
+    pub fn wait_durable(&self, version: u64) -> Result<()> {
+        if self.inner.opts.sync == SyncPolicy::Always {
+            self.inner.wait_durable(version)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The highest version (sequence number) written so far.
+    pub fn last_version(&self) -> u64 {
+        self.inner.writer.lock().next_seq - 1
     }
 
     /// The data directory.
@@ -233,7 +268,7 @@ impl Db {
             delete: false,
         };
         self.inner
-            .write_ops(&[op], false, |_| Ok(true))
+            .write_ops(self.defer_sync, &[op], false, |_| Ok(true))
             .map(|(seq, _)| seq)
     }
 
@@ -249,7 +284,7 @@ impl Db {
             expire: 0,
             delete: true,
         };
-        let (_, wrote) = self.inner.write_ops(&[op], false, |kd| {
+        let (_, wrote) = self.inner.write_ops(self.defer_sync, &[op], false, |kd| {
             Ok(kd.map.get(key).is_some_and(|e| !e.expired(now)))
         })?;
         Ok(wrote)
@@ -275,7 +310,7 @@ impl Db {
             delete: false,
         };
         self.inner
-            .write_ops(&[op], false, |kd| {
+            .write_ops(self.defer_sync, &[op], false, |kd| {
                 check_version(kd, key, expected, now).map(|()| true)
             })
             .map(|(seq, _)| seq)
@@ -293,7 +328,7 @@ impl Db {
             expire: 0,
             delete: true,
         };
-        self.inner.write_ops(&[op], false, |kd| {
+        self.inner.write_ops(self.defer_sync, &[op], false, |kd| {
             check_version(kd, key, Some(expected), now).map(|()| true)
         })?;
         Ok(())
@@ -341,7 +376,7 @@ impl Db {
             .collect();
         let now = self.now_ms();
         self.inner
-            .write_ops(&ops, true, |kd| {
+            .write_ops(self.defer_sync, &ops, true, |kd| {
                 let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq);
                 check(&lookup).map(|()| true)
             })
@@ -427,7 +462,10 @@ impl Db {
         let every = self.inner.opts.compaction_interval;
         handles.push(spawn("cask-maintenance", move || {
             background_loop(weak, every, |inner| {
-                let db = Db { inner };
+                let db = Db {
+                    inner,
+                    defer_sync: false,
+                };
                 db.maintenance();
             })
         }));
@@ -604,6 +642,7 @@ impl Inner {
     /// means "nothing to write" and returns without appending.
     fn write_ops(
         &self,
+        defer_sync: bool,
         ops: &[Op<'_>],
         batch: bool,
         precheck: impl FnOnce(&KeyDir) -> Result<bool>,
@@ -646,7 +685,7 @@ impl Inner {
         let seq = self.append_locked(&mut w, ops, batch)?;
         drop(w);
         self.counters.writes.fetch_add(1, Ordering::Relaxed);
-        if self.opts.sync == SyncPolicy::Always {
+        if self.opts.sync == SyncPolicy::Always && !defer_sync {
             self.wait_durable(seq)?;
         }
         Ok((seq, true))
