@@ -136,6 +136,13 @@ impl Db {
             .map(|s| s.min_seq.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
+        // The newest record on disk must survive, or the sequence number (every key's
+        // version) would go back after a reopen and versions would be handed out twice.
+        let top = all
+            .iter()
+            .map(|s| s.max_seq.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         let bytes_total: u64 = inputs.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
         let mut report = CompactionReport {
             segments_in: inputs.len(),
@@ -176,7 +183,7 @@ impl Db {
                                 self.consider(
                                     seg,
                                     b,
-                                    floor,
+                                    (floor, top),
                                     now,
                                     &mut outputs,
                                     &mut moved,
@@ -189,7 +196,7 @@ impl Db {
                             self.consider(
                                 seg,
                                 r,
-                                floor,
+                                (floor, top),
                                 now,
                                 &mut outputs,
                                 &mut moved,
@@ -298,7 +305,7 @@ impl Db {
         &self,
         seg: &Segment,
         r: segment::Scanned,
-        floor: u64,
+        (floor, top): (u64, u64),
         now: u64,
         outputs: &mut Vec<Output>,
         moved: &mut Vec<Moved>,
@@ -308,7 +315,7 @@ impl Db {
         let from = (seg.id, r.offset);
         let current = self.inner.keydir.read().map.get(r.key.as_slice()).copied();
         let is_live = current.is_some_and(|e| (e.seg, e.off) == from);
-        let droppable_tombstone = h.seq < floor;
+        let droppable_tombstone = h.seq < floor && h.seq < top;
         if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
             let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
             moved.push(Moved {
@@ -329,6 +336,17 @@ impl Db {
                 to: current.expect("live"),
                 expired: true,
             });
+            report.records_dropped += 1;
+        } else if h.kind.is_put()
+            && current.is_none()
+            && h.expire != 0
+            && h.expire <= now
+            && !droppable_tombstone
+        {
+            // Expired and already dropped from the keydir (recovery drops expired keys): no
+            // record in the log says the key is gone, so this put is what shadows the
+            // key's older puts in other segments. Keep it as a tombstone.
+            self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
             report.records_dropped += 1;
         } else if h.kind.is_delete() && !droppable_tombstone {
             self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
