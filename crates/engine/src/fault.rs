@@ -116,11 +116,14 @@ struct State {
     triggered: u64,
     sync_gate_closed: bool,
     blocked_in_sync: usize,
+    skip_syncs: bool,
 }
 
 /// What the controller decided for one operation.
 enum Verdict {
     Pass,
+    /// Counted and passed, but not performed (fsyncs skipped for speed).
+    Skip,
     Fail(i32),
     Torn(usize, i32),
 }
@@ -185,6 +188,13 @@ impl FaultController {
         self.gate.notify_all();
     }
 
+    /// Makes `sync_data` and `sync_dir` succeed without doing anything (still counted and
+    /// still subject to faults): for suites where durability is not under test and fsync
+    /// time would dominate.
+    pub fn skip_syncs(&self, skip: bool) {
+        self.state.lock().skip_syncs = skip;
+    }
+
     /// Number of threads currently blocked at the closed fsync gate.
     pub fn blocked_in_sync(&self) -> usize {
         self.state.lock().blocked_in_sync
@@ -206,11 +216,16 @@ impl FaultController {
             s.triggered += 1;
             return Verdict::Fail(errno);
         }
+        let pass = if s.skip_syncs && matches!(op, Op::Sync | Op::SyncDir) {
+            Verdict::Skip
+        } else {
+            Verdict::Pass
+        };
         let Some(a) = s.armed else {
-            return Verdict::Pass;
+            return pass;
         };
         if s.ops < a.at || !a.target.matches(op) {
-            return Verdict::Pass;
+            return pass;
         }
         s.triggered += 1;
         s.armed = None;
@@ -235,9 +250,11 @@ impl FaultController {
         }
     }
 
-    fn gate(&self, op: Op) -> io::Result<()> {
+    /// `Ok(true)`: perform the operation; `Ok(false)`: skip it, reporting success.
+    fn gate(&self, op: Op) -> io::Result<bool> {
         match self.check(op) {
-            Verdict::Pass => Ok(()),
+            Verdict::Pass => Ok(true),
+            Verdict::Skip => Ok(false),
             Verdict::Fail(errno) | Verdict::Torn(_, errno) => {
                 Err(io::Error::from_raw_os_error(errno))
             }
@@ -296,7 +313,7 @@ impl VFile for FaultFile {
     }
     fn write_all_at(&self, buf: &[u8], offset: u64) -> io::Result<()> {
         match self.ctl.check(Op::Write) {
-            Verdict::Pass => self.inner.write_all_at(buf, offset),
+            Verdict::Pass | Verdict::Skip => self.inner.write_all_at(buf, offset),
             Verdict::Fail(errno) => Err(io::Error::from_raw_os_error(errno)),
             Verdict::Torn(keep, errno) => {
                 let keep = keep.min(buf.len());
@@ -306,8 +323,10 @@ impl VFile for FaultFile {
         }
     }
     fn sync_data(&self) -> io::Result<()> {
-        self.ctl.gate(Op::Sync)?;
-        self.inner.sync_data()
+        if self.ctl.gate(Op::Sync)? {
+            self.inner.sync_data()?;
+        }
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
@@ -341,8 +360,10 @@ impl Vfs for FaultVfs {
         self.inner.remove(path)
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.ctl.gate(Op::SyncDir)?;
-        self.inner.sync_dir(dir)
+        if self.ctl.gate(Op::SyncDir)? {
+            self.inner.sync_dir(dir)?;
+        }
+        Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
         self.inner.list(dir)

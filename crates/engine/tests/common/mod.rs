@@ -9,6 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use cask_engine::fault::FaultVfs;
 use cask_engine::{Clock, Db, Options, SyncPolicy};
 
 /// A clock the test advances by hand.
@@ -33,11 +34,20 @@ impl Clock for TestClock {
     }
 }
 
-/// Fast options: no fsync, no background compaction.
+/// A VFS whose fsyncs (file and directory) do nothing: for suites where durability is not
+/// under test. Data still reaches the page cache, so a reopen sees it.
+pub fn no_fsync_vfs() -> Arc<FaultVfs> {
+    let vfs = FaultVfs::new();
+    vfs.controller().skip_syncs(true);
+    Arc::new(vfs)
+}
+
+/// Fast options: no fsync (by policy and in the VFS), no background compaction.
 pub fn fast_opts() -> Options {
     Options {
         sync: SyncPolicy::Never,
         background_compaction: false,
+        vfs: no_fsync_vfs(),
         ..Options::default()
     }
 }
