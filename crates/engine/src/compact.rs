@@ -271,14 +271,23 @@ impl Db {
             kd.live.remove(id);
         }
         drop(kd);
-        for id in &input_ids {
-            opts.vfs.remove(&segment_path(dir, *id))?;
-            match opts.vfs.remove(&hint_path(dir, *id)) {
+        // Remove the inputs oldest-newest-record first, each removal durable before the
+        // next. A tombstone (or expired put) dropped above may shadow an older put in
+        // another input; that input's newest record is older than the tombstone (or holds
+        // a newer record of the key itself), so it goes first, and a crash between two
+        // removals never leaves the put without what shadowed it. (Ids do not give this
+        // order: compaction outputs get ids above the then-active segment.)
+        let mut by_age: Vec<&Arc<Segment>> = inputs.iter().collect();
+        by_age.sort_by_key(|s| (s.max_seq.load(Ordering::Relaxed), s.id));
+        for seg in by_age {
+            let id = seg.id;
+            opts.vfs.remove(&segment_path(dir, id))?;
+            match opts.vfs.remove(&hint_path(dir, id)) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
                 _ => {}
             }
+            opts.vfs.sync_dir(dir)?;
         }
-        opts.vfs.sync_dir(dir)?;
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
