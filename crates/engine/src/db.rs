@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry, HintWriter};
-use crate::keydir::{Entry, KeyDir, TOMBSTONE_SEG};
+use crate::keydir::{Entry, IndexKey, KeyDir};
 use crate::options::{Options, SyncPolicy, WriteOptions};
 use crate::record::{self, HEADER_LEN, Kind};
 use crate::scan::{Keys, Scan};
@@ -31,6 +31,12 @@ use crate::segment::{
 };
 use crate::stats::{SegmentStats, Stats};
 use crate::vfs::LockGuard;
+
+/// The largest segment size: record offsets are stored in 32 bits, and a segment may
+/// exceed its size by one record.
+pub const MAX_SEGMENT_SIZE: u64 = 2 << 30;
+/// The largest configurable value size (keeps every offset within 32 bits).
+pub const MAX_VALUE_SIZE: u64 = 1 << 30;
 
 /// An open database. Cheap to clone; all clones share one engine. `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -105,8 +111,14 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let vfs = opts.vfs.clone();
-        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 {
-            return Err(Error::InvalidArgument("segment_size is too small".into()));
+        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 || opts.segment_size > MAX_SEGMENT_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "segment_size must be between {} and {MAX_SEGMENT_SIZE} bytes",
+                SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            )));
+        }
+        if opts.max_value_size as u64 > MAX_VALUE_SIZE {
+            return Err(Error::InvalidArgument(format!("max_value_size may be at most {MAX_VALUE_SIZE} bytes")));
         }
         if !opts.create_if_missing && !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
@@ -216,7 +228,7 @@ impl Db {
     /// # Errors
     /// As [`Db::get`].
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq)))
+        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq())))
     }
 
     /// A key's version and expiry without reading its value; `None` if absent or expired.
@@ -234,9 +246,9 @@ impl Db {
             .get(key)
             .filter(|e| !e.expired(now))
             .map(|e| KeyMeta {
-                version: e.seq,
+                version: e.seq(),
                 expire_at: e.expire_at(),
-                size: e.len as u64,
+                size: e.len() as u64,
             }))
     }
 
@@ -377,7 +389,7 @@ impl Db {
         let now = self.now_ms();
         self.inner
             .write_ops(self.defer_sync, &ops, true, |kd| {
-                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq);
+                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq());
                 check(&lookup).map(|()| true)
             })
             .map(|(seq, _)| seq)
@@ -521,7 +533,7 @@ pub struct KeyMeta {
 }
 
 fn check_version(kd: &KeyDir, key: &[u8], expected: Option<u64>, now: u64) -> Result<()> {
-    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq);
+    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq());
     if actual == expected {
         Ok(())
     } else {
@@ -735,13 +747,7 @@ impl Inner {
             if op.delete {
                 kd.remove(op.key);
             } else {
-                let e = Entry {
-                    off: base + start,
-                    seq,
-                    expire: op.expire,
-                    seg,
-                    len: len as u32,
-                };
+                let e = Entry::new(seg, base + start, len as u32, seq, op.expire);
                 kd.insert(op.key, e);
             }
         }
@@ -833,17 +839,17 @@ impl Inner {
 
     /// Reads the value stored at `e`; `None` if its segment has been removed meanwhile.
     pub(crate) fn read_value(&self, key: &[u8], e: &Entry) -> Result<Option<Vec<u8>>> {
-        let Some(seg) = self.segments.read().get(&e.seg).cloned() else {
+        let Some(seg) = self.segments.read().get(&e.seg()).cloned() else {
             return Ok(None);
         };
-        let mut rec = seg.read_record(e.off, e.len)?;
+        let mut rec = seg.read_record(e.off(), e.len())?;
         let h = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header"))
-            .map_err(|r| Error::corruption(&seg.path, e.off, r))?;
+            .map_err(|r| Error::corruption(&seg.path, e.off(), r))?;
         let kend = HEADER_LEN + h.key_len as usize;
-        if !h.kind.is_put() || h.seq != e.seq || &rec[HEADER_LEN..kend] != key {
+        if !h.kind.is_put() || h.seq != e.seq() || &rec[HEADER_LEN..kend] != key {
             return Err(Error::corruption(
                 &seg.path,
-                e.off,
+                e.off(),
                 "record does not match the index",
             ));
         }
@@ -972,17 +978,8 @@ struct Recovered {
     needs_hint: Vec<u32>,
 }
 
-/// Applies one record to the keydir being rebuilt: the highest sequence number wins, and
-/// tombstones are kept (as placeholders) until every segment has been read.
-fn apply(kd: &mut KeyDir, key: &[u8], e: Entry) {
-    match kd.map.get_mut(key) {
-        Some(cur) if cur.seq > e.seq => {}
-        Some(cur) => *cur = e,
-        None => {
-            kd.map.insert(key.into(), e);
-        }
-    }
-}
+/// Records read during recovery, in read order; [`KeyDir::from_unsorted`] resolves them.
+type Loaded = Vec<(IndexKey, Entry)>;
 
 fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let vfs = &*opts.vfs;
@@ -1028,7 +1025,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .rev()
         .find(|id| !hint_ids.contains(id))
         .copied();
-    let mut kd = KeyDir::default();
+    let mut kd: Loaded = Vec::new();
     let mut segments = BTreeMap::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();
@@ -1074,23 +1071,11 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
                 seg.note_seq(h.seq);
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: id,
-                        len: h.len,
-                    }
+                    Entry::new(id, h.offset, h.len, h.seq, h.expire)
                 };
-                apply(&mut kd, h.key, e);
+                kd.push((h.key.into(), e));
             })?;
             match res {
                 Ok(()) => from_hint = true,
@@ -1124,9 +1109,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segments.insert(id, seg);
     }
-    let now = opts.clock.now_ms();
-    kd.map.retain(|_, e| !e.is_tombstone() && !e.expired(now));
-    kd.recount_live();
+    let kd = KeyDir::from_unsorted(kd, opts.clock.now_ms());
     let next_id = seg_ids
         .last()
         .copied()
@@ -1150,7 +1133,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the
 /// truncation point for a torn tail).
-fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> Result<u64> {
+fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> Result<u64> {
     let len = seg.len.load(Ordering::Relaxed);
     let mut scanner = Scanner::new(
         &*seg.file,
@@ -1167,21 +1150,9 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
             Ok(Some(r)) => {
                 let h = r.header;
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: seg.id,
-                        len: h.record_len() as u32,
-                    }
+                    Entry::new(seg.id, r.offset, h.record_len() as u32, h.seq, h.expire)
                 };
                 match h.kind {
                     Kind::Put | Kind::Delete => {
@@ -1190,10 +1161,10 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                             batch.clear();
                         }
                         seg.note_seq(h.seq);
-                        apply(kd, &r.key, e);
+                        kd.push((r.key.as_slice().into(), e));
                     }
                     Kind::BatchPut | Kind::BatchDelete => {
-                        if batch.first().is_some_and(|(_, f)| f.seq != h.seq) {
+                        if batch.first().is_some_and(|(_, f)| f.seq() != h.seq) {
                             warn!("{}: discarding an uncommitted batch", seg.path.display());
                             batch.clear();
                         }
@@ -1203,7 +1174,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                     Kind::BatchCommit => {
                         let count = commit_count(&r.value) as usize;
                         let complete =
-                            batch.len() == count && batch.iter().all(|(_, e)| e.seq == h.seq);
+                            batch.len() == count && batch.iter().all(|(_, e)| e.seq() == h.seq);
                         if !complete {
                             return Err(Error::corruption(
                                 &seg.path,
@@ -1213,7 +1184,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                         }
                         seg.note_seq(h.seq);
                         for (k, e) in batch.drain(..) {
-                            apply(kd, &k, e);
+                            kd.push((k.as_slice().into(), e));
                         }
                         batch_start = None;
                     }
