@@ -1,4 +1,7 @@
-#![expect(missing_docs, reason = "criterion's macros generate undocumented functions")]
+#![expect(
+    missing_docs,
+    reason = "criterion's macros generate undocumented functions"
+)]
 //! Criterion benchmarks of the engine's basic operations: set (sync never and always),
 //! get, scan and open. Run with `cargo bench -p cask-engine --bench engine`.
 
@@ -12,7 +15,11 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 const VALUE: [u8; 150] = [0x5a; 150];
 
 fn opts(sync: SyncPolicy) -> Options {
-    Options { sync, background_compaction: false, ..Options::default() }
+    Options {
+        sync,
+        background_compaction: false,
+        ..Options::default()
+    }
 }
 
 fn key(i: u64) -> [u8; 24] {
@@ -55,8 +62,12 @@ fn bench_get(c: &mut Criterion) {
     let mut rng = StdRng::seed_from_u64(7);
     let mut g = c.benchmark_group("get");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("random_hit", |b| b.iter(|| black_box(db.get(&key(rng.random_range(0..n))).expect("get"))));
-    g.bench_function("miss", |b| b.iter(|| black_box(db.get(b"absent-key").expect("get"))));
+    g.bench_function("random_hit", |b| {
+        b.iter(|| black_box(db.get(&key(rng.random_range(0..n))).expect("get")))
+    });
+    g.bench_function("miss", |b| {
+        b.iter(|| black_box(db.get(b"absent-key").expect("get")))
+    });
     g.finish();
 }
 
@@ -69,7 +80,10 @@ fn bench_scan(c: &mut Criterion) {
     g.bench_function("100_from_random_start", |b| {
         b.iter(|| {
             let start = key(rng.random_range(0..n)).to_vec();
-            db.scan(start..).take(100).map(|r| r.expect("scan").1.len()).sum::<usize>()
+            db.scan(start..)
+                .take(100)
+                .map(|r| r.expect("scan").1.len())
+                .sum::<usize>()
         })
     });
     g.finish();
@@ -81,7 +95,10 @@ fn bench_open(c: &mut Criterion) {
     for (name, hints) in [("100k_keys_hints", true), ("100k_keys_scan", false)] {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let o = Options { segment_size: 4 << 20, ..opts(SyncPolicy::Never) };
+            let o = Options {
+                segment_size: 4 << 20,
+                ..opts(SyncPolicy::Never)
+            };
             let db = Db::open(dir.path(), o).expect("open");
             for i in 0..100_000 {
                 db.set(&key(i), &VALUE).expect("set");
@@ -93,7 +110,11 @@ fn bench_open(c: &mut Criterion) {
             b.iter_batched(
                 || (),
                 |()| {
-                    let o = Options { use_hint_files: hints, segment_size: 4 << 20, ..opts(SyncPolicy::Never) };
+                    let o = Options {
+                        use_hint_files: hints,
+                        segment_size: 4 << 20,
+                        ..opts(SyncPolicy::Never)
+                    };
                     let db = Db::open(dir.path(), o).expect("open");
                     assert_eq!(db.stats().keys, 100_000);
                     db.close().expect("close");

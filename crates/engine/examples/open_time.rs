@@ -11,7 +11,11 @@ use cask_engine::{Db, Options, SyncPolicy};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -19,7 +23,10 @@ fn rss_bytes() -> u64 {
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<u64> = after_comm.split_whitespace().map(|s| s.parse().unwrap_or(0)).collect();
+    let f: Vec<u64> = after_comm
+        .split_whitespace()
+        .map(|s| s.parse().unwrap_or(0))
+        .collect();
     // Fields 14 and 15 of stat (utime, stime) are at indexes 11 and 12 after the comm field.
     (f.get(11).copied().unwrap_or(0) + f.get(12).copied().unwrap_or(0)) as f64 / 100.0
 }
@@ -40,7 +47,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let n: u64 = std::env::args().nth(4).unwrap_or_default().parse()?;
         return open_once(&mode, std::path::Path::new(&dir), n);
     }
-    let n: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let n: u64 = args
+        .next()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let tmp;
     let dir = match args.next() {
         Some(d) => std::path::PathBuf::from(d),
@@ -49,7 +60,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             tmp.path().to_path_buf()
         }
     };
-    let opts = || Options { sync: SyncPolicy::Never, background_compaction: false, ..Options::default() };
+    let opts = || Options {
+        sync: SyncPolicy::Never,
+        background_compaction: false,
+        ..Options::default()
+    };
     {
         let db = Db::open(&dir, opts())?;
         if db.stats().keys != n {
@@ -71,7 +86,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Each open runs in a fresh child process so that its resident memory is its own.
     let exe = std::env::current_exe()?;
     for mode in ["hints", "scan"] {
-        let out = std::process::Command::new(&exe).arg("--open").arg(mode).arg(&dir).arg(n.to_string()).output()?;
+        let out = std::process::Command::new(&exe)
+            .arg("--open")
+            .arg(mode)
+            .arg(&dir)
+            .arg(n.to_string())
+            .output()?;
         print!("{}", String::from_utf8_lossy(&out.stdout));
         if !out.status.success() {
             return Err(String::from_utf8_lossy(&out.stderr).into_owned().into());

@@ -111,14 +111,18 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let vfs = opts.vfs.clone();
-        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 || opts.segment_size > MAX_SEGMENT_SIZE {
+        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            || opts.segment_size > MAX_SEGMENT_SIZE
+        {
             return Err(Error::InvalidArgument(format!(
                 "segment_size must be between {} and {MAX_SEGMENT_SIZE} bytes",
                 SEGMENT_HEADER_LEN + HEADER_LEN as u64
             )));
         }
         if opts.max_value_size as u64 > MAX_VALUE_SIZE {
-            return Err(Error::InvalidArgument(format!("max_value_size may be at most {MAX_VALUE_SIZE} bytes")));
+            return Err(Error::InvalidArgument(format!(
+                "max_value_size may be at most {MAX_VALUE_SIZE} bytes"
+            )));
         }
         if !opts.create_if_missing && !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
@@ -1025,7 +1029,18 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .rev()
         .find(|id| !hint_ids.contains(id))
         .copied();
-    let mut kd: Loaded = Vec::new();
+    // Size the load vector once: a hint entry is at least 33 bytes plus its key, so this
+    // over-reserves only address space, never touched memory.
+    let mut estimate = 0u64;
+    for id in &seg_ids {
+        let len = |p: &Path| vfs.open_read(p).and_then(|f| f.len()).unwrap_or(0);
+        estimate += if hint_ids.contains(id) {
+            len(&hint_path(dir, *id)) / 41
+        } else {
+            len(&segment_path(dir, *id)) / (HEADER_LEN as u64 + 8)
+        };
+    }
+    let mut kd: Loaded = Vec::with_capacity(estimate.min(1 << 26) as usize);
     let mut segments = BTreeMap::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();

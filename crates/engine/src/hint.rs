@@ -54,13 +54,21 @@ pub struct HintWriter {
 impl HintWriter {
     /// Starts a hint file for segment `id`.
     pub fn new(id: u32) -> Self {
-        HintWriter { id, entries: Vec::new() }
+        HintWriter {
+            id,
+            entries: Vec::new(),
+        }
     }
 
     /// Adds an entry.
     pub fn add(&mut self, e: &HintEntry<'_>) {
-        let kind = if e.kind.is_delete() { Kind::Delete } else { Kind::Put };
-        self.entries.push((e.key.to_vec(), e.seq, e.expire, e.offset, e.len, kind));
+        let kind = if e.kind.is_delete() {
+            Kind::Delete
+        } else {
+            Kind::Put
+        };
+        self.entries
+            .push((e.key.to_vec(), e.seq, e.expire, e.offset, e.len, kind));
     }
 
     /// Number of entries added.
@@ -76,14 +84,19 @@ impl HintWriter {
     fn encode(mut self) -> Vec<u8> {
         // Stable: for equal keys the later record (higher sequence number) comes last.
         self.entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut buf = Vec::with_capacity(HEADER_LEN + self.entries.len() * (ENTRY_FIXED + 24) + TRAILER_LEN);
+        let mut buf =
+            Vec::with_capacity(HEADER_LEN + self.entries.len() * (ENTRY_FIXED + 24) + TRAILER_LEN);
         buf.extend_from_slice(MAGIC);
         buf.push(VERSION);
         buf.extend_from_slice(&self.id.to_le_bytes());
         buf.extend_from_slice(&[0; 4]);
         let mut count = 0u64;
         for (i, (key, seq, expire, offset, len, kind)) in self.entries.iter().enumerate() {
-            if self.entries.get(i + 1).is_some_and(|next| next.0 == *key && next.1 >= *seq) {
+            if self
+                .entries
+                .get(i + 1)
+                .is_some_and(|next| next.0 == *key && next.1 >= *seq)
+            {
                 continue;
             }
             buf.extend_from_slice(&seq.to_le_bytes());

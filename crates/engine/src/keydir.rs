@@ -43,7 +43,10 @@ impl From<&[u8]> for IndexKey {
         if k.len() <= INLINE {
             let mut bytes = [0u8; INLINE];
             bytes[..k.len()].copy_from_slice(k);
-            IndexKey::Inline { len: k.len() as u8, bytes }
+            IndexKey::Inline {
+                len: k.len() as u8,
+                bytes,
+            }
         } else {
             IndexKey::Heap(k.into())
         }
@@ -107,7 +110,13 @@ impl Entry {
     /// An entry for the record of `len` bytes at `off` in segment `seg`.
     pub fn new(seg: u32, off: u64, len: u32, seq: u64, expire: u64) -> Self {
         debug_assert!(off <= u32::MAX as u64, "segment offsets fit in 32 bits");
-        Entry { seq: split(seq), expire: split(expire), off: off as u32, len, seg }
+        Entry {
+            seq: split(seq),
+            expire: split(expire),
+            off: off as u32,
+            len,
+            seg,
+        }
     }
 
     /// A recovery-time tombstone with sequence number `seq`.
@@ -190,37 +199,25 @@ impl KeyDir {
     /// expired at `now` are dropped.
     pub fn from_unsorted(mut entries: Vec<(IndexKey, Entry)>, now: u64) -> KeyDir {
         // A stable sort keeps equal keys in read order and merges the sorted runs that
-        // hint files provide in close to linear time.
+        // hint files provide in close to linear time. Everything after it works in place.
         entries.sort_by(|a, b| a.0.cmp(&b.0));
-        let mut out: Vec<(IndexKey, Entry)> = Vec::with_capacity(entries.len());
-        let mut last: Option<(IndexKey, Entry)> = None;
-        for (k, e) in entries {
-            match &mut last {
-                Some((lk, le)) if *lk == k => {
-                    if e.seq() >= le.seq() {
-                        *le = e;
-                    }
-                }
-                _ => {
-                    if let Some((lk, le)) = last.take()
-                        && !le.is_tombstone()
-                        && !le.expired(now)
-                    {
-                        out.push((lk, le));
-                    }
-                    last = Some((k, e));
-                }
+        // `dedup_by` hands (current, previous kept); keep the higher sequence number in the
+        // kept slot (on a tie, the later record).
+        entries.dedup_by(|cur, kept| {
+            if cur.0 != kept.0 {
+                return false;
             }
+            if cur.1.seq() >= kept.1.seq() {
+                kept.1 = cur.1;
+            }
+            true
+        });
+        entries.retain(|(_, e)| !e.is_tombstone() && !e.expired(now));
+        let live = count_live(entries.iter().map(|(_, e)| e));
+        KeyDir {
+            map: entries.into_iter().collect(),
+            live,
         }
-        if let Some((lk, le)) = last
-            && !le.is_tombstone()
-            && !le.expired(now)
-        {
-            out.push((lk, le));
-        }
-        let mut kd = KeyDir { map: out.into_iter().collect(), live: HashMap::new() };
-        kd.recount_live();
-        kd
     }
 
     fn add_live(&mut self, e: &Entry) {
@@ -291,13 +288,37 @@ impl KeyDir {
 
     /// Recomputes live bytes from the map.
     pub fn recount_live(&mut self) {
-        self.live.clear();
-        for e in self.map.values() {
-            if !e.is_tombstone() {
-                *self.live.entry(e.seg).or_default() += e.len as u64;
+        self.live = count_live(self.map.values());
+    }
+}
+
+/// Sums record bytes per segment. Segment ids are small and dense, so a vector indexed by id
+/// beats hashing once per key.
+fn count_live<'a>(entries: impl Iterator<Item = &'a Entry>) -> HashMap<u32, u64> {
+    let mut dense: Vec<u64> = Vec::new();
+    let mut sparse: HashMap<u32, u64> = HashMap::new();
+    for e in entries {
+        if e.is_tombstone() {
+            continue;
+        }
+        let id = e.seg as usize;
+        if id < 1 << 16 {
+            if id >= dense.len() {
+                dense.resize(id + 1, 0);
             }
+            dense[id] += e.len as u64;
+        } else {
+            *sparse.entry(e.seg).or_default() += e.len as u64;
         }
     }
+    sparse.extend(
+        dense
+            .into_iter()
+            .enumerate()
+            .filter(|(_, b)| *b > 0)
+            .map(|(id, b)| (id as u32, b)),
+    );
+    sparse
 }
 
 #[cfg(test)]
