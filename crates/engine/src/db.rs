@@ -252,7 +252,7 @@ impl Db {
             .map(|e| KeyMeta {
                 version: e.seq(),
                 expire_at: e.expire_at(),
-                size: e.len() as u64,
+                size: e.record_len() as u64,
             }))
     }
 
@@ -846,7 +846,7 @@ impl Inner {
         let Some(seg) = self.segments.read().get(&e.seg()).cloned() else {
             return Ok(None);
         };
-        let mut rec = seg.read_record(e.off(), e.len())?;
+        let mut rec = seg.read_record(e.off(), e.record_len())?;
         let h = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header"))
             .map_err(|r| Error::corruption(&seg.path, e.off(), r))?;
         let kend = HEADER_LEN + h.key_len as usize;

@@ -135,7 +135,7 @@ impl Entry {
     }
 
     /// Record length.
-    pub fn len(&self) -> u32 {
+    pub fn record_len(&self) -> u32 {
         self.len
     }
 
