@@ -57,6 +57,8 @@ pub(crate) struct Durable {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Option<Arc<Segment>>,
+    /// Sealed segments whose tail may not be on stable storage yet; the next sync covers them.
+    pub sealing: Vec<Arc<Segment>>,
     pub next_seq: u64,
     buf: Vec<u8>,
 }
@@ -145,6 +147,7 @@ impl Db {
             segments: RwLock::new(recovered.segments),
             writer: Mutex::new(Writer {
                 active: recovered.active,
+                sealing: Vec::new(),
                 next_seq: recovered.max_seq + 1,
                 buf: Vec::new(),
             }),
@@ -517,6 +520,12 @@ impl Db {
             };
             let seg = self.inner.segments.read().get(&id).cloned();
             let Some(seg) = seg else { continue };
+            // A failed fsync is never retried as if it could succeed: it poisons.
+            if let Err(e) = seg.file.sync_data() {
+                self.inner.poison("fsync of a sealed segment failed", &e);
+                self.inner.hints_pending.lock().push(id);
+                return Err(e.into());
+            }
             if let Err(e) = write_hint_for(&self.inner.dir, &self.inner.opts, &seg) {
                 self.inner.hints_pending.lock().push(id);
                 return Err(e);
@@ -611,11 +620,6 @@ impl Inner {
         self.durable_cv.notify_all();
     }
 
-    pub(crate) fn mark_durable(&self, seq: u64) {
-        let mut d = self.durable.lock();
-        d.seq = d.seq.max(seq);
-    }
-
     /// Waits until every record up to `seq` is durable, fsyncing as the group's leader if no
     /// one else is.
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<()> {
@@ -633,25 +637,39 @@ impl Inner {
             }
             d.syncing = true;
             drop(d);
-            let (target, file) = {
-                let w = self.writer.lock();
-                (w.next_seq - 1, w.active.as_ref().map(|s| s.file.clone()))
-            };
-            let res = match file {
-                Some(f) => f.sync_data(),
-                None => Ok(()),
-            };
-            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            let res = self.sync_written();
             if let Err(e) = &res {
                 self.poison("fsync failed", e);
             }
             d = self.durable.lock();
             d.syncing = false;
-            if res.is_ok() {
+            if let Ok(target) = res {
                 d.seq = d.seq.max(target);
             }
             self.durable_cv.notify_all();
         }
+    }
+
+    /// fsyncs every segment that may hold unsynced records (sealed-but-unsynced ones, then
+    /// the active one) and returns the sequence number now durable. Takes the writer lock
+    /// only to snapshot what to sync.
+    fn sync_written(&self) -> std::io::Result<u64> {
+        let (target, files) = {
+            let w = self.writer.lock();
+            let files: Vec<Arc<Segment>> =
+                w.sealing.iter().chain(w.active.iter()).cloned().collect();
+            (w.next_seq - 1, files)
+        };
+        for seg in &files {
+            seg.file.sync_data()?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let synced: Vec<u32> = files.iter().map(|s| s.id).collect();
+        self.writer
+            .lock()
+            .sealing
+            .retain(|s| !synced.contains(&s.id));
+        Ok(target)
     }
 
     /// The write path. `precheck` runs under the writer lock against the keydir; `Ok(false)`
@@ -803,12 +821,10 @@ impl Inner {
         let Some(old) = w.active.take() else {
             return Ok(());
         };
-        if let Err(e) = old.file.sync_data() {
-            self.poison("fsync at segment rotation failed", &e);
-            w.active = Some(old);
-            return Err(e.into());
-        }
-        self.mark_durable(w.next_seq - 1);
+        // The fsync of the sealed segment happens outside the writer lock, by the next sync
+        // (group-commit leader, interval thread, hint writer or close), so rotation never
+        // stalls writers behind a large fsync.
+        w.sealing.push(old.clone());
         debug!(
             segment = old.id,
             bytes = old.len.load(Ordering::Relaxed),
@@ -921,10 +937,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
             let w = self.writer.lock();
-            if let Some(a) = &w.active
-                && let Err(e) = a.file.sync_data()
-            {
-                warn!("fsync on drop failed: {e}");
+            for seg in w.sealing.iter().chain(w.active.iter()) {
+                if let Err(e) = seg.file.sync_data() {
+                    warn!("fsync on drop failed: {e}");
+                }
             }
         }
         *self.shutdown.lock() = true;
@@ -934,6 +950,8 @@ impl Drop for Inner {
 
 /// Scans a sealed segment and writes its hint file.
 pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Result<()> {
+    // A hint must never describe records that are not on stable storage.
+    seg.file.sync_data()?;
     let len = seg.len.load(Ordering::Acquire);
     let mut scanner = Scanner::new(
         &*seg.file,
