@@ -91,8 +91,9 @@ pub(crate) struct Inner {
     pub hints_pending: Mutex<Vec<u32>>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    shutdown: Mutex<bool>,
-    shutdown_cv: Condvar,
+    /// Shared with the background threads, which wait on it holding only a `Weak<Inner>`.
+    shutdown: Arc<Mutex<bool>>,
+    shutdown_cv: Arc<Condvar>,
 }
 
 /// One operation handed to the write path.
@@ -165,8 +166,8 @@ impl Db {
             hints_pending: Mutex::new(recovered.needs_hint),
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
-            shutdown: Mutex::new(false),
-            shutdown_cv: Condvar::new(),
+            shutdown: Arc::new(Mutex::new(false)),
+            shutdown_cv: Arc::new(Condvar::new()),
             opts,
         });
         let db = Db {
@@ -562,12 +563,20 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 }
 
 fn background_loop(weak: Weak<Inner>, every: Duration, mut work: impl FnMut(Arc<Inner>)) {
+    // Sleep holding only the shutdown signal: a strong reference held while waiting would
+    // keep the engine, and its directory lock, alive for up to `every` after the last
+    // handle is dropped.
+    let Some((shutdown, cv)) = weak
+        .upgrade()
+        .map(|i| (i.shutdown.clone(), i.shutdown_cv.clone()))
+    else {
+        return;
+    };
     loop {
         {
-            let Some(inner) = weak.upgrade() else { return };
-            let mut stop = inner.shutdown.lock();
+            let mut stop = shutdown.lock();
             if !*stop {
-                inner.shutdown_cv.wait_for(&mut stop, every);
+                cv.wait_for(&mut stop, every);
             }
             if *stop {
                 return;
