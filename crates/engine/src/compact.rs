@@ -333,7 +333,7 @@ impl Db {
         let h = r.header;
         let from = (seg.id, r.offset);
         let current = self.inner.keydir.read().map.get(r.key.as_slice()).copied();
-        let is_live = current.is_some_and(|e| (e.seg, e.off) == from);
+        let is_live = current.is_some_and(|e| e.loc() == from);
         let droppable_tombstone = h.seq < floor && h.seq < top;
         if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
             let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
@@ -429,13 +429,7 @@ impl Db {
         if out.buf.len() >= 1 << 20 {
             flush_output(out)?;
         }
-        Ok(Entry {
-            off,
-            seq,
-            expire,
-            seg: out.seg.id,
-            len: rec_len as u32,
-        })
+        Ok(Entry::new(out.seg.id, off, rec_len as u32, seq, expire))
     }
 }
 

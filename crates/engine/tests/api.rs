@@ -17,7 +17,10 @@ fn second_open_is_locked_and_names_the_directory() {
     // A clone is the same handle: it keeps the lock alive.
     let clone = db.clone();
     drop(db);
-    assert!(matches!(Db::open(dir.path(), fast_opts()), Err(Error::Locked { .. })));
+    assert!(matches!(
+        Db::open(dir.path(), fast_opts()),
+        Err(Error::Locked { .. })
+    ));
     clone.set(b"k", b"v").unwrap();
     drop(clone);
     // Released on drop of the last handle.
@@ -40,7 +43,9 @@ fn ttl_is_invisible_from_the_moment_of_expiry() {
     let opts = opts_with(&clock, 1 << 20);
     let db = Db::open(dir.path(), opts.clone()).unwrap();
     db.set(b"a", b"plain").unwrap();
-    let ver = db.set_with(b"t", b"ttl", WriteOptions::expire_at(10_100)).unwrap();
+    let ver = db
+        .set_with(b"t", b"ttl", WriteOptions::expire_at(10_100))
+        .unwrap();
     let mut b = Batch::new();
     b.put_with_expiry(b"bt".to_vec(), b"batch-ttl".to_vec(), Some(10_100));
     db.write(&b).unwrap();
@@ -58,7 +63,15 @@ fn ttl_is_invisible_from_the_moment_of_expiry() {
     clock.advance(99);
     assert_eq!(
         visible(&db),
-        (Some(b"ttl".to_vec()), Some(ver), Some(Some(10_100)), true, 3, 3, 1)
+        (
+            Some(b"ttl".to_vec()),
+            Some(ver),
+            Some(Some(10_100)),
+            true,
+            3,
+            3,
+            1
+        )
     );
     clock.advance(1);
     assert_eq!(visible(&db), (None, None, None, false, 1, 1, 0));
@@ -68,10 +81,12 @@ fn ttl_is_invisible_from_the_moment_of_expiry() {
     let db = Db::open(dir.path(), opts.clone()).unwrap();
     assert_eq!(visible(&db), (None, None, None, false, 1, 1, 0));
     // An expired key counts as absent for compare-and-set.
-    db.set_if(b"t", None, b"again", WriteOptions::default()).unwrap();
+    db.set_if(b"t", None, b"again", WriteOptions::default())
+        .unwrap();
     assert_eq!(db.get(b"t").unwrap(), Some(b"again".to_vec()));
     // Expiry in the past: accepted, never visible.
-    db.set_with(b"p", b"past", WriteOptions::expire_at(5)).unwrap();
+    db.set_with(b"p", b"past", WriteOptions::expire_at(5))
+        .unwrap();
     assert_eq!(db.get(b"p").unwrap(), None);
     db.compact().unwrap();
     assert_eq!(db.get(b"p").unwrap(), None);
@@ -85,7 +100,9 @@ fn cas_conflicts_report_expected_and_actual() {
     let none = WriteOptions::default();
     let v1 = db.set_if(b"k", None, b"1", none).unwrap();
     match db.set_if(b"k", None, b"x", none) {
-        Err(Error::Conflict { expected, actual }) => assert_eq!((expected, actual), (None, Some(v1))),
+        Err(Error::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (None, Some(v1)))
+        }
         other => panic!("{other:?}"),
     }
     match db.set_if(b"k", Some(v1 + 100), b"x", none) {
@@ -95,14 +112,18 @@ fn cas_conflicts_report_expected_and_actual() {
         other => panic!("{other:?}"),
     }
     match db.set_if(b"absent", Some(v1), b"x", none) {
-        Err(Error::Conflict { expected, actual }) => assert_eq!((expected, actual), (Some(v1), None)),
+        Err(Error::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (Some(v1), None))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(db.get(b"absent").unwrap(), None);
     let v2 = db.set_if(b"k", Some(v1), b"2", none).unwrap();
     assert!(v2 > v1);
     match db.delete_if(b"k", v1) {
-        Err(Error::Conflict { expected, actual }) => assert_eq!((expected, actual), (Some(v1), Some(v2))),
+        Err(Error::Conflict { expected, actual }) => {
+            assert_eq!((expected, actual), (Some(v1), Some(v2)))
+        }
         other => panic!("{other:?}"),
     }
     assert_eq!(db.get_versioned(b"k").unwrap(), Some((b"2".to_vec(), v2)));
@@ -111,7 +132,8 @@ fn cas_conflicts_report_expected_and_actual() {
     // write_if: the check sees current versions; a failing check writes nothing.
     let v3 = db.set(b"a", b"a").unwrap();
     let mut b = Batch::new();
-    b.put(b"a".to_vec(), b"A".to_vec()).put(b"b".to_vec(), b"B".to_vec());
+    b.put(b"a".to_vec(), b"A".to_vec())
+        .put(b"b".to_vec(), b"B".to_vec());
     let r = db.write_if(&b, |ver| {
         Err(Error::Conflict {
             expected: Some(0),
@@ -146,7 +168,10 @@ fn batches_are_atomic_and_share_one_version() {
     let ver = db.write(&b).unwrap();
     let check = |db: &Db| {
         assert_eq!(db.get_versioned(b"a").unwrap(), Some((b"1".to_vec(), ver)));
-        assert_eq!(db.get_versioned(b"dup").unwrap(), Some((b"last".to_vec(), ver)));
+        assert_eq!(
+            db.get_versioned(b"dup").unwrap(),
+            Some((b"last".to_vec(), ver))
+        );
         assert_eq!(db.get(b"gone").unwrap(), None);
         assert_eq!(db.get(b"c").unwrap(), None);
         assert_eq!(db.scan(..).count(), 2);
@@ -169,7 +194,10 @@ fn batches_are_atomic_and_share_one_version() {
 }
 
 fn disk_bytes(dir: &std::path::Path) -> u64 {
-    segment_files(dir).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum()
+    segment_files(dir)
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum()
 }
 
 #[test]
@@ -200,10 +228,19 @@ fn oversized_keys_values_and_batches_are_rejected_without_writing() {
         65,
         64,
     );
-    too_large(db.set_if(b"k", None, &[0; 65], WriteOptions::default()), "value", 65, 64);
-    assert!(matches!(db.delete(&[b'k'; 17]), Err(Error::TooLarge { what: "key", .. })));
+    too_large(
+        db.set_if(b"k", None, &[0; 65], WriteOptions::default()),
+        "value",
+        65,
+        64,
+    );
+    assert!(matches!(
+        db.delete(&[b'k'; 17]),
+        Err(Error::TooLarge { what: "key", .. })
+    ));
     let mut b = Batch::new();
-    b.put(b"ok".to_vec(), b"ok".to_vec()).put(b"big".to_vec(), vec![0; 65]);
+    b.put(b"ok".to_vec(), b"ok".to_vec())
+        .put(b"big".to_vec(), vec![0; 65]);
     too_large(db.write(&b), "value", 65, 64);
     let mut b = Batch::new();
     for i in 0..10u8 {

@@ -57,7 +57,13 @@ fn build_state(dir: &Path) -> Model {
     }
     // Keys whose newest put expires while an older, non-expiring put lives elsewhere.
     for i in (1..60).step_by(5) {
-        set(&db, &mut m, format!("a{i:02}"), value("ttl", i), Some(EXPIRE));
+        set(
+            &db,
+            &mut m,
+            format!("a{i:02}"),
+            value("ttl", i),
+            Some(EXPIRE),
+        );
     }
     // Fresh keys, some expiring, some expiring only far in the future.
     for i in 0..40 {
@@ -77,7 +83,10 @@ fn build_state(dir: &Path) -> Model {
         m.delete(format!("b{i:02}").as_bytes());
     }
     let segs = segment_files(dir);
-    assert!(segs.len() >= 4, "setup: want several segments, got {segs:?}");
+    assert!(
+        segs.len() >= 4,
+        "setup: want several segments, got {segs:?}"
+    );
     db.close().unwrap();
     m
 }
@@ -119,7 +128,12 @@ fn crash_during_compaction(expire_while_open: bool) {
         let db = Db::open(work.path(), opts.clone()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
         assert_matches(&db, &m, LATER, &format!("{ctx}: after reopen"));
         db.compact().unwrap();
-        assert_matches(&db, &m, LATER, &format!("{ctx}: after compacting the leftovers"));
+        assert_matches(
+            &db,
+            &m,
+            LATER,
+            &format!("{ctx}: after compacting the leftovers"),
+        );
         db.close().unwrap();
         drop(db);
         let db = Db::open(work.path(), opts).unwrap();
@@ -156,14 +170,20 @@ fn partial_compaction_keeps_deleted_and_expired_keys_gone() {
     db.set(b"del", b"old value").unwrap();
     db.set(b"ttl", b"old value").unwrap();
     for i in 0..50u32 {
-        db.set(format!("live{i:02}").as_bytes(), &value("live", i)).unwrap();
+        db.set(format!("live{i:02}").as_bytes(), &value("live", i))
+            .unwrap();
     }
     // Later segments: the delete, the expiring put, and lots of garbage.
     db.delete(b"del").unwrap();
-    db.set_with(b"ttl", b"new value", WriteOptions::expire_at(EXPIRE)).unwrap();
+    db.set_with(b"ttl", b"new value", WriteOptions::expire_at(EXPIRE))
+        .unwrap();
     for round in 0..4u32 {
         for i in 0..15u32 {
-            db.set(format!("junk{i:02}").as_bytes(), &value("junk", round * 100 + i)).unwrap();
+            db.set(
+                format!("junk{i:02}").as_bytes(),
+                &value("junk", round * 100 + i),
+            )
+            .unwrap();
         }
     }
     clock.advance(LATER - T0);
@@ -177,7 +197,10 @@ fn partial_compaction_keeps_deleted_and_expired_keys_gone() {
         db.write_pending_hints().unwrap();
         let r = db.compact_if_needed().unwrap();
         let first = db.stats().segments[0].id;
-        assert_eq!(first, 1, "round {round}: the first segment must stay ({r:?})");
+        assert_eq!(
+            first, 1,
+            "round {round}: the first segment must stay ({r:?})"
+        );
         assert_eq!(db.get(b"del").unwrap(), None, "round {round}");
         assert_eq!(db.get(b"ttl").unwrap(), None, "round {round}");
         db.close().unwrap();
@@ -197,7 +220,8 @@ fn versions_never_go_back_after_compaction() {
     let opts = opts_with(&clock, 4096);
     let db = Db::open(dir.path(), opts.clone()).unwrap();
     let v1 = db.set(b"k", b"1").unwrap();
-    db.set_with(b"t", b"x", WriteOptions::expire_at(EXPIRE)).unwrap();
+    db.set_with(b"t", b"x", WriteOptions::expire_at(EXPIRE))
+        .unwrap();
     db.delete(b"k").unwrap();
     let last = db.last_version();
     assert!(last > v1);
@@ -237,22 +261,32 @@ fn compaction_returns_disk_space() {
     let n = 2000u32;
     for round in 0..10u32 {
         for i in 0..n {
-            db.set(format!("key{i:05}").as_bytes(), &value("r", round * n + i)).unwrap();
+            db.set(format!("key{i:05}").as_bytes(), &value("r", round * n + i))
+                .unwrap();
         }
     }
     for i in (0..n).step_by(2) {
         db.delete(format!("key{i:05}").as_bytes()).unwrap();
     }
-    let before: u64 = segment_files(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let before: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
     db.compact().unwrap();
-    let on_disk: u64 = segment_files(dir.path()).iter().map(|p| std::fs::metadata(p).unwrap().len()).sum();
+    let on_disk: u64 = segment_files(dir.path())
+        .iter()
+        .map(|p| std::fs::metadata(p).unwrap().len())
+        .sum();
     let stats = db.stats();
     let encoded: u64 = db
         .scan(..)
         .map(|r| r.unwrap())
         .map(|(k, v)| 29 + k.len() as u64 + v.len() as u64)
         .sum();
-    assert_eq!(stats.live_bytes, encoded, "live_bytes is the encoded size of live records");
+    assert_eq!(
+        stats.live_bytes, encoded,
+        "live_bytes is the encoded size of live records"
+    );
     assert_eq!(stats.total_bytes, on_disk);
     assert!(
         on_disk * 10 <= stats.live_bytes * 12,

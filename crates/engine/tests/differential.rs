@@ -67,7 +67,11 @@ fn run(seed: u64, steps: usize) {
             0..25 => {
                 let (k, v) = (key(&mut rng), value(&mut rng));
                 let ver = db.set(&k, &v).unwrap();
-                t!("set {:?} len {} -> v{ver}", String::from_utf8_lossy(&k), v.len());
+                t!(
+                    "set {:?} len {} -> v{ver}",
+                    String::from_utf8_lossy(&k),
+                    v.len()
+                );
                 bump(ver, &mut last_version);
                 m.set(&k, &v, None, ver);
             }
@@ -76,7 +80,10 @@ fn run(seed: u64, steps: usize) {
                 // Sometimes already in the past: the write is accepted and invisible.
                 let at = now + rng.random_range(0..60) - 5;
                 let ver = db.set_with(&k, &v, WriteOptions::expire_at(at)).unwrap();
-                t!("set_with {:?} at {at} -> v{ver}", String::from_utf8_lossy(&k));
+                t!(
+                    "set_with {:?} at {at} -> v{ver}",
+                    String::from_utf8_lossy(&k)
+                );
                 bump(ver, &mut last_version);
                 m.set(&k, &v, Some(at), ver);
             }
@@ -111,7 +118,16 @@ fn run(seed: u64, steps: usize) {
                     }
                 }
                 let ver = db.write(&b).unwrap();
-                t!("batch {:?} -> v{ver}", staged.iter().map(|(k, o)| (String::from_utf8_lossy(k).into_owned(), o.as_ref().map(|(_, at)| *at))).collect::<Vec<_>>());
+                t!(
+                    "batch {:?} -> v{ver}",
+                    staged
+                        .iter()
+                        .map(|(k, o)| (
+                            String::from_utf8_lossy(k).into_owned(),
+                            o.as_ref().map(|(_, at)| *at)
+                        ))
+                        .collect::<Vec<_>>()
+                );
                 if !b.is_empty() {
                     bump(ver, &mut last_version);
                 }
@@ -234,12 +250,26 @@ fn run(seed: u64, steps: usize) {
             }
             94..97 => {
                 let r = db.compact().unwrap();
-                t!("compact {r:?} {:?}", db.stats().segments.iter().map(|s| (s.id, s.bytes, s.active, s.has_hint)).collect::<Vec<_>>());
+                t!(
+                    "compact {r:?} {:?}",
+                    db.stats()
+                        .segments
+                        .iter()
+                        .map(|s| (s.id, s.bytes, s.active, s.has_hint))
+                        .collect::<Vec<_>>()
+                );
                 assert_matches(&db, &m, now, &format!("{ctx} after compact"));
             }
             _ => {
                 let r = db.compact_if_needed().unwrap();
-                t!("compact_if_needed {r:?} {:?}", db.stats().segments.iter().map(|s| (s.id, s.bytes, s.active, s.has_hint)).collect::<Vec<_>>());
+                t!(
+                    "compact_if_needed {r:?} {:?}",
+                    db.stats()
+                        .segments
+                        .iter()
+                        .map(|s| (s.id, s.bytes, s.active, s.has_hint))
+                        .collect::<Vec<_>>()
+                );
             }
         }
         if step % 25 == 24 {
@@ -301,5 +331,7 @@ fn differential_3() {
 #[test]
 #[ignore = "long: 2000 sequences of 1000 operations"]
 fn differential_long() {
-    for_seeds("differential_long", seeds(2000), |seed| run(1_000_000 + seed, 1000));
+    for_seeds("differential_long", seeds(2000), |seed| {
+        run(1_000_000 + seed, 1000)
+    });
 }

@@ -19,7 +19,12 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 fn truncate(path: &Path, len: u64) {
-    OpenOptions::new().write(true).open(path).unwrap().set_len(len).unwrap();
+    OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
 }
 
 fn file_len(path: &Path) -> u64 {
@@ -153,7 +158,10 @@ fn flip_trials(hints: bool, trials: u32) {
     let m = build_segments(src.path(), hints);
     let segs = segment_files(src.path());
     assert!(segs.len() >= 4, "want several segments, got {}", segs.len());
-    assert_eq!(hint_files(src.path()).len(), if hints { segs.len() - 1 } else { 0 });
+    assert_eq!(
+        hint_files(src.path()).len(),
+        if hints { segs.len() - 1 } else { 0 }
+    );
     let mut rng = StdRng::seed_from_u64(if hints { 1 } else { 2 });
     let (mut open_errors, mut read_errors, mut unnoticed) = (0, 0, 0);
     for trial in 0..trials {
@@ -170,7 +178,10 @@ fn flip_trials(hints: bool, trials: u32) {
             at.push(i);
         }
         std::fs::write(&victim, &bytes).unwrap();
-        let ctx = format!("hints={hints} trial {trial}: flipped {} at {at:?}", victim.display());
+        let ctx = format!(
+            "hints={hints} trial {trial}: flipped {} at {at:?}",
+            victim.display()
+        );
         let is_ours = |e: &Error| match e {
             Error::Corruption { path, .. } => path == &victim,
             Error::Format { path, .. } => path == &victim && at.iter().any(|i| *i < 8),
@@ -179,7 +190,10 @@ fn flip_trials(hints: bool, trials: u32) {
         let db = match Db::open(work.path(), fast_opts()) {
             Ok(db) => db,
             Err(e) => {
-                assert!(is_ours(&e), "{ctx}: open failed with the wrong error: {e:?}");
+                assert!(
+                    is_ours(&e),
+                    "{ctx}: open failed with the wrong error: {e:?}"
+                );
                 open_errors += 1;
                 continue;
             }
@@ -198,7 +212,10 @@ fn flip_trials(hints: bool, trials: u32) {
             match item {
                 Ok((k, v)) => assert_eq!(m.map.get(&k).map(|x| &x.value), Some(&v), "{ctx}: scan"),
                 Err(e) => {
-                    assert!(is_ours(&e), "{ctx}: scan failed with the wrong error: {e:?}");
+                    assert!(
+                        is_ours(&e),
+                        "{ctx}: scan failed with the wrong error: {e:?}"
+                    );
                     noticed = true;
                 }
             }
@@ -209,11 +226,19 @@ fn flip_trials(hints: bool, trials: u32) {
             unnoticed += 1;
         }
     }
-    eprintln!("hints={hints}: {open_errors} open errors, {read_errors} read errors, {unnoticed} harmless flips");
+    eprintln!(
+        "hints={hints}: {open_errors} open errors, {read_errors} read errors, {unnoticed} harmless flips"
+    );
     if hints {
-        assert!(read_errors > trials / 4, "flips in live records must be reported");
+        assert!(
+            read_errors > trials / 4,
+            "flips in live records must be reported"
+        );
     } else {
-        assert!(open_errors > trials * 3 / 4, "a scan at open must see nearly every flip");
+        assert!(
+            open_errors > trials * 3 / 4,
+            "a scan at open must see nearly every flip"
+        );
     }
 }
 
@@ -255,7 +280,11 @@ fn damaged_hint_files_fall_back_to_scanning() {
     let hints = hint_files(src.path());
     assert!(hints.len() >= 3);
     let mut rng = StdRng::seed_from_u64(7);
-    for (h, _) in hints.iter().enumerate().flat_map(|h| std::iter::repeat_n(h, 3)) {
+    for (h, _) in hints
+        .iter()
+        .enumerate()
+        .flat_map(|h| std::iter::repeat_n(h, 3))
+    {
         for damage in ["flip", "delete", "truncate", "empty"] {
             let work = tempfile::tempdir().unwrap();
             copy_dir(src.path(), work.path());

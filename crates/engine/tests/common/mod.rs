@@ -1,7 +1,10 @@
 //! Shared helpers for the engine's integration suites: a controllable clock, a BTreeMap
 //! model of the database with expiry, and comparisons of a `Db` against the model.
 
-#![allow(dead_code, reason = "each suite uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each suite uses a different subset of the helpers"
+)]
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -134,8 +137,14 @@ pub fn assert_matches(db: &Db, model: &Model, now: u64, ctx: &str) {
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("{ctx}: scan failed: {e}"));
     if got != want {
-        let gk: Vec<_> = got.iter().map(|(k, _)| String::from_utf8_lossy(k)).collect();
-        let wk: Vec<_> = want.iter().map(|(k, _)| String::from_utf8_lossy(k)).collect();
+        let gk: Vec<_> = got
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k))
+            .collect();
+        let wk: Vec<_> = want
+            .iter()
+            .map(|(k, _)| String::from_utf8_lossy(k))
+            .collect();
         panic!("{ctx}: full scan differs\n got keys {gk:?}\nwant keys {wk:?}");
     }
     let mut rev: Vec<_> = db.scan(..).reverse().collect::<Result<_, _>>().unwrap();
@@ -147,7 +156,12 @@ pub fn assert_matches(db: &Db, model: &Model, now: u64, ctx: &str) {
     for (k, v) in &model.map {
         let got = db.get_versioned(k).unwrap();
         let want = v.live(now).then(|| (v.value.clone(), v.version));
-        assert_eq!(got, want, "{ctx}: get_versioned({:?})", String::from_utf8_lossy(k));
+        assert_eq!(
+            got,
+            want,
+            "{ctx}: get_versioned({:?})",
+            String::from_utf8_lossy(k)
+        );
     }
 }
 
@@ -159,8 +173,14 @@ pub fn assert_values(db: &Db, model: &Model, now: u64, ctx: &str) {
         .collect::<Result<_, _>>()
         .unwrap_or_else(|e| panic!("{ctx}: scan failed: {e}"));
     if got != want {
-        let gk: Vec<_> = got.iter().map(|(k, v)| (String::from_utf8_lossy(k), v.len())).collect();
-        let wk: Vec<_> = want.iter().map(|(k, v)| (String::from_utf8_lossy(k), v.len())).collect();
+        let gk: Vec<_> = got
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k), v.len()))
+            .collect();
+        let wk: Vec<_> = want
+            .iter()
+            .map(|(k, v)| (String::from_utf8_lossy(k), v.len()))
+            .collect();
         panic!("{ctx}: contents differ\n got {gk:?}\nwant {wk:?}");
     }
 }
@@ -199,7 +219,11 @@ fn files_with(dir: &Path, suffix: &str) -> Vec<std::path::PathBuf> {
 }
 
 /// Runs `f(seed)` for each seed, reporting the failing seed.
-pub fn for_seeds(name: &str, seeds: std::ops::Range<u64>, f: impl Fn(u64) + std::panic::RefUnwindSafe) {
+pub fn for_seeds(
+    name: &str,
+    seeds: std::ops::Range<u64>,
+    f: impl Fn(u64) + std::panic::RefUnwindSafe,
+) {
     for seed in seeds {
         if let Err(e) = std::panic::catch_unwind(|| f(seed)) {
             eprintln!("{name}: FAILED with seed {seed} (rerun: CASK_SEED={seed})");
