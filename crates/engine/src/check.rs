@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hint;
 use crate::options::Options;
-use crate::record::{self, HEADER_LEN, Header};
+use crate::record::{self, HEADER_LEN, Header, Kind};
 use crate::segment::{self, FileName, SEGMENT_HEADER_LEN, hint_path, segment_path};
 
 /// One problem found by [`check`].
@@ -189,7 +189,69 @@ fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Probl
             }
         }
     }
+    let intact = drop_broken_batches(data, path, intact, &mut problems);
     (intact, problems)
+}
+
+/// Removes batches that are no longer whole: operations without their commit record, or
+/// a commit whose operations were damaged. Opening refuses a commit that does not match
+/// its operations, and a batch is all or nothing, so neither part is salvageable.
+fn drop_broken_batches(
+    data: &[u8],
+    path: &Path,
+    intact: Vec<(u64, u64)>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u64, u64)> {
+    let mut kept = Vec::with_capacity(intact.len());
+    // Batch operations seen since the last commit: (start, end, seq).
+    let mut pending: Vec<(u64, u64, u64)> = Vec::new();
+    let mut broken = |from: u64, to: u64, reason: &str| {
+        problems.push(Problem {
+            path: path.to_owned(),
+            offset: from,
+            len: to - from,
+            reason: reason.into(),
+        });
+    };
+    for (start, end) in intact {
+        let (s, e) = (start as usize, end as usize);
+        let h = Header::decode(data[s..s + HEADER_LEN].try_into().expect("header"))
+            .expect("a verified record has a valid header");
+        match h.kind {
+            Kind::BatchPut | Kind::BatchDelete => {
+                if let Some(&(from, _, seq)) = pending.first()
+                    && seq != h.seq
+                {
+                    broken(from, start, "batch operations without their commit record");
+                    pending.clear();
+                }
+                pending.push((start, end, h.seq));
+            }
+            Kind::BatchCommit => {
+                let count = (h.value_len == 4)
+                    .then(|| u32::from_le_bytes(data[e - 4..e].try_into().expect("4 bytes")));
+                if count == Some(pending.len() as u32) && pending.iter().all(|p| p.2 == h.seq) {
+                    kept.extend(pending.drain(..).map(|(a, b, _)| (a, b)));
+                    kept.push((start, end));
+                } else {
+                    let from = pending.first().map_or(start, |p| p.0);
+                    broken(from, end, "batch commit does not match its operations");
+                    pending.clear();
+                }
+            }
+            Kind::Put | Kind::Delete => {
+                if let Some(&(from, _, _)) = pending.first() {
+                    broken(from, start, "batch operations without their commit record");
+                    pending.clear();
+                }
+                kept.push((start, end));
+            }
+        }
+    }
+    if let Some(&(from, _, _)) = pending.first() {
+        broken(from, data.len() as u64, "batch operations without their commit record");
+    }
+    kept
 }
 
 fn record_at(data: &[u8], pos: usize, opts: &Options) -> Result<usize, &'static str> {
