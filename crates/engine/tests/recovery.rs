@@ -315,3 +315,55 @@ fn damaged_hint_files_fall_back_to_scanning() {
         }
     }
 }
+
+/// Values around the scanner's 1 MiB read window, through the active-segment scan at
+/// open, a sealed segment's scan, hint files and compaction; and a torn big record.
+#[test]
+fn values_around_the_scan_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 3 << 20,
+        ..fast_opts()
+    };
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    let mut m = Model::default();
+    let sizes = [
+        (1 << 20) - 40,
+        (1 << 20) - 29,
+        1 << 20,
+        (1 << 20) + 1,
+        5,
+        (2 << 20) + 7,
+        0,
+        1 << 20,
+    ];
+    for (i, n) in sizes.iter().enumerate() {
+        let k = format!("big{i}");
+        let v: Vec<u8> = (0..*n).map(|j| (j * 7 + i) as u8).collect();
+        let ver = db.set(k.as_bytes(), &v).unwrap();
+        m.set(k.as_bytes(), &v, None, ver);
+    }
+    assert_matches(&db, &m, 0, "written");
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    assert_matches(&db, &m, 0, "reopened (scanned)");
+    db.write_pending_hints().unwrap();
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(dir.path(), opts.clone()).unwrap();
+    assert_matches(&db, &m, 0, "reopened (hints)");
+    db.delete(b"big0").unwrap();
+    m.delete(b"big0");
+    db.compact().unwrap();
+    assert_matches(&db, &m, 0, "compacted");
+    // A torn big record at the end of the active segment.
+    let v = vec![9u8; (1 << 20) + 100];
+    db.set(b"torn", &v).unwrap();
+    db.close().unwrap();
+    drop(db);
+    let seg = segment_files(dir.path()).pop().unwrap();
+    truncate(&seg, file_len(&seg) - 50_000);
+    let db = Db::open(dir.path(), opts).unwrap();
+    assert_matches(&db, &m, 0, "after a torn big record");
+}
