@@ -249,7 +249,11 @@ fn drop_broken_batches(
         }
     }
     if let Some(&(from, _, _)) = pending.first() {
-        broken(from, data.len() as u64, "batch operations without their commit record");
+        broken(
+            from,
+            data.len() as u64,
+            "batch operations without their commit record",
+        );
     }
     kept
 }
