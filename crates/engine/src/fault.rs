@@ -26,10 +26,20 @@
 //! The fsync gate ([`FaultController::close_sync_gate`]) makes every `sync_data` block until
 //! the gate is opened again, so a test can hold a writer inside its fsync and check that
 //! readers still make progress.
+//!
+//! Power loss: after [`FaultController::track_durability`], the controller models what is
+//! on stable storage, pessimistically: a file's bytes as of its last `sync_data`, and the
+//! directory's entries (creations, renames, removals) as of the last `sync_dir`.
+//! [`FaultController::power_loss`] then rewrites the real directory to exactly that state:
+//! unsynced appends and truncations are undone, files whose creation was never made
+//! durable disappear, unsynced renames and removals are reverted. (A real file system may
+//! keep more; the engine must be correct even if it keeps nothing more.) Arm a crash first
+//! so the dying database cannot fsync on its way out.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
@@ -117,6 +127,19 @@ struct State {
     sync_gate_closed: bool,
     blocked_in_sync: usize,
     skip_syncs: bool,
+    durability: Option<Durability>,
+}
+
+/// The modelled stable storage of one directory (see the module docs).
+#[derive(Debug, Default)]
+struct Durability {
+    next_inode: u64,
+    /// The directory as the running process sees it: name to inode.
+    names: HashMap<PathBuf, u64>,
+    /// The directory as of the last `sync_dir`.
+    durable_names: HashMap<PathBuf, u64>,
+    /// Each inode's bytes as of its last `sync_data`.
+    synced: HashMap<u64, Vec<u8>>,
 }
 
 /// What the controller decided for one operation.
@@ -193,6 +216,87 @@ impl FaultController {
     /// time would dominate.
     pub fn skip_syncs(&self, skip: bool) {
         self.state.lock().skip_syncs = skip;
+    }
+
+    /// Starts modelling stable storage for `dir`, whose current files count as durable.
+    ///
+    /// # Errors
+    /// I/O errors reading the directory.
+    pub fn track_durability(&self, dir: &Path) -> io::Result<()> {
+        let mut d = Durability::default();
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            if path.file_name().is_some_and(|n| n == "LOCK") || !path.is_file() {
+                continue;
+            }
+            d.next_inode += 1;
+            d.names.insert(path.clone(), d.next_inode);
+            d.durable_names.insert(path.clone(), d.next_inode);
+            d.synced.insert(d.next_inode, std::fs::read(&path)?);
+        }
+        self.state.lock().durability = Some(d);
+        Ok(())
+    }
+
+    /// Rewrites `dir` to the modelled stable state (see the module docs) and stops
+    /// tracking. Call it after the database is dropped.
+    ///
+    /// # Errors
+    /// I/O errors rewriting the directory; `NotFound` if durability was not tracked.
+    pub fn power_loss(&self, dir: &Path) -> io::Result<()> {
+        let d = self
+            .state
+            .lock()
+            .durability
+            .take()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+        for e in std::fs::read_dir(dir)? {
+            let path = e?.path();
+            if path.file_name().is_some_and(|n| n == "LOCK") || !path.is_file() {
+                continue;
+            }
+            if !d.durable_names.contains_key(&path) {
+                std::fs::remove_file(&path)?;
+            }
+        }
+        for (path, inode) in &d.durable_names {
+            let bytes = d.synced.get(inode).map_or(&[][..], |b| b.as_slice());
+            std::fs::write(path, bytes)?;
+        }
+        Ok(())
+    }
+
+    /// The inode of a file just opened for writing (a new one if the name is new: it has no
+    /// durable bytes until its first fsync, and no durable name until a `sync_dir`).
+    fn opened(&self, path: &Path) -> Option<u64> {
+        let mut s = self.state.lock();
+        let d = s.durability.as_mut()?;
+        if let Some(inode) = d.names.get(path) {
+            return Some(*inode);
+        }
+        d.next_inode += 1;
+        let inode = d.next_inode;
+        d.names.insert(path.to_owned(), inode);
+        Some(inode)
+    }
+
+    fn synced(&self, inode: Option<u64>, file: &dyn VFile) -> io::Result<()> {
+        let Some(inode) = inode else { return Ok(()) };
+        if self.state.lock().durability.is_none() {
+            return Ok(());
+        }
+        let mut bytes = vec![0u8; file.len()? as usize];
+        file.read_exact_at(&mut bytes, 0)?;
+        if let Some(d) = self.state.lock().durability.as_mut() {
+            d.synced.insert(inode, bytes);
+        }
+        Ok(())
+    }
+
+    fn with_durability(&self, f: impl FnOnce(&mut Durability)) {
+        if let Some(d) = self.state.lock().durability.as_mut() {
+            f(d);
+        }
     }
 
     /// Number of threads currently blocked at the closed fsync gate.
@@ -305,6 +409,8 @@ impl FaultVfs {
 struct FaultFile {
     inner: Arc<dyn VFile>,
     ctl: Arc<FaultController>,
+    /// The file's identity in the durability model, when tracked.
+    inode: Option<u64>,
 }
 
 impl VFile for FaultFile {
@@ -326,7 +432,7 @@ impl VFile for FaultFile {
         if self.ctl.gate(Op::Sync)? {
             self.inner.sync_data()?;
         }
-        Ok(())
+        self.ctl.synced(self.inode, &*self.inner)
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()
@@ -340,29 +446,45 @@ impl VFile for FaultFile {
 impl Vfs for FaultVfs {
     fn open(&self, path: &Path, create: bool) -> io::Result<Arc<dyn VFile>> {
         self.ctl.gate(Op::Open)?;
+        let inner = self.inner.open(path, create)?;
+        let inode = self.ctl.opened(path);
         Ok(Arc::new(FaultFile {
-            inner: self.inner.open(path, create)?,
+            inner,
             ctl: self.ctl.clone(),
+            inode,
         }))
     }
     fn open_read(&self, path: &Path) -> io::Result<Arc<dyn VFile>> {
         Ok(Arc::new(FaultFile {
             inner: self.inner.open_read(path)?,
             ctl: self.ctl.clone(),
+            inode: None,
         }))
     }
     fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.ctl.gate(Op::Rename)?;
-        self.inner.rename(from, to)
+        self.inner.rename(from, to)?;
+        self.ctl.with_durability(|d| {
+            if let Some(inode) = d.names.remove(from) {
+                d.names.insert(to.to_owned(), inode);
+            }
+        });
+        Ok(())
     }
     fn remove(&self, path: &Path) -> io::Result<()> {
         self.ctl.gate(Op::Remove)?;
-        self.inner.remove(path)
+        self.inner.remove(path)?;
+        self.ctl.with_durability(|d| {
+            d.names.remove(path);
+        });
+        Ok(())
     }
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         if self.ctl.gate(Op::SyncDir)? {
             self.inner.sync_dir(dir)?;
         }
+        self.ctl
+            .with_durability(|d| d.durable_names = d.names.clone());
         Ok(())
     }
     fn list(&self, dir: &Path) -> io::Result<Vec<String>> {
