@@ -248,15 +248,21 @@ pub fn check(dir: &Path, args: CheckArgs) -> CliResult {
     out.flush()?;
     // Trust the repair only once a fresh pass finds nothing.
     let again = cask_engine::check(dir, &opts, false, &mut |_, _| {})?;
-    if again.is_ok() {
-        Ok(ExitCode::SUCCESS)
-    } else {
-        Err(CliError::Message(format!(
+    if let Some(p) = again.problems.first() {
+        return Err(CliError::Message(format!(
             "repair left {} problem(s); the first: {}: offset {}: {}",
             again.problems.len(),
-            again.problems[0].path.display(),
-            again.problems[0].offset,
-            again.problems[0].reason
-        )))
+            p.path.display(),
+            p.offset,
+            p.reason
+        )));
+    }
+    // Records that each verify can still fail to open together (for instance a batch that
+    // lost one of its records), so a repair succeeds only if the database opens.
+    match open_oneshot(dir).and_then(|db| Ok(db.close()?)) {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => Err(CliError::Message(format!(
+            "repair finished but the database still does not open: {e}"
+        ))),
     }
 }
