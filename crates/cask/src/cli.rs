@@ -229,6 +229,19 @@ fn open_oneshot(dir: &Path) -> Result<Db, CliError> {
     )?)
 }
 
+/// Like [`open_oneshot`], for commands that only read or remove: a directory that does not
+/// exist is an error rather than a new, empty database (a mistyped `--dir` should not pass
+/// silently).
+fn open_existing(dir: &Path) -> Result<Db, CliError> {
+    if !dir.is_dir() {
+        return Err(CliError::Message(format!(
+            "no database in {} (the directory does not exist)",
+            dir.display()
+        )));
+    }
+    open_oneshot(dir)
+}
+
 /// Bytes of a command-line argument, unchanged (keys and values are binary on Unix).
 fn arg_bytes(arg: &OsString) -> Vec<u8> {
     #[cfg(unix)]

@@ -725,3 +725,84 @@ fn repair_that_leaves_an_unopenable_database_fails() {
         assert!(line.contains("still does not open"), "{line}");
     }
 }
+
+#[test]
+fn reading_commands_do_not_create_a_missing_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let missing = tmp.path().join("typo");
+    for args in [
+        &["get", "k"][..],
+        &["rm", "k"][..],
+        &["scan"][..],
+        &["stats"][..],
+        &["compact"][..],
+        &["dump"][..],
+    ] {
+        let o = run(&missing, args);
+        assert!(
+            one_error_line(&o).contains("does not exist"),
+            "{args:?}: {}",
+            stderr(&o)
+        );
+        assert!(!missing.exists(), "{args:?} created the directory");
+    }
+}
+
+#[test]
+fn engine_limits_are_one_line_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let key = "k".repeat(70_000);
+    let o = run(tmp.path(), &["set", &key, "v"]);
+    let line = one_error_line(&o);
+    assert!(
+        line.contains("key is 70000 bytes, over the limit"),
+        "{line}"
+    );
+}
+
+#[test]
+fn long_commands_are_quiet_when_piped_and_log_on_request() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let input: String = (0..50)
+        .map(|i| format!("{{\"key\":\"k{}\",\"value\":\"{i}\"}}\n", i % 5))
+        .collect();
+    // No progress bar, no log line: stderr stays empty when it is not a terminal.
+    let o = cask(dir).arg("load").write_stdin(input).output().unwrap();
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    let o = run(dir, &["check"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+    let o = run(dir, &["compact"]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", stderr(&o));
+
+    cask(dir).args(["set", "k0", "again"]).assert().success();
+    // CASK_LOG turns logs on (the engine logs each compaction at info level).
+    let o = cask(dir)
+        .env("CASK_LOG", "info")
+        .arg("compact")
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(stderr(&o).contains("INFO"), "{}", stderr(&o));
+    cask(dir).args(["get", "k0"]).assert().stdout("again");
+}
+
+#[test]
+fn repl_compact_then_stats_shows_when() {
+    let tmp = tempfile::tempdir().unwrap();
+    let o = cask(tmp.path())
+        .arg("repl")
+        .write_stdin("set a 1\nset a 2\ncompact\nstats\n")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("compacted 1 segment(s) into 1"), "{out}");
+    assert!(out.contains("compactions      1"), "{out}");
+    let last = out
+        .lines()
+        .find(|l| l.starts_with("last compaction  "))
+        .unwrap();
+    // "0s ago (2026-11-23T22:30:00Z)"
+    assert!(last.contains("s ago (") && last.ends_with("Z)"), "{last}");
+}

@@ -10,11 +10,11 @@ use cask_engine::{Options, Stats};
 use serde::Serialize;
 
 use super::progress::Progress;
-use super::{CheckArgs, CliError, CliResult, StatsArgs, open_oneshot};
+use super::{CheckArgs, CliError, CliResult, StatsArgs, open_existing, open_oneshot};
 
 /// `cask stats [--json]`.
 pub fn stats(dir: &Path, args: StatsArgs) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let stats = db.stats();
     let now = db.now_ms();
     db.close()?;
@@ -172,7 +172,7 @@ fn ago(ms: u64) -> String {
 
 /// `cask compact`.
 pub fn compact(dir: &Path) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let before = db.stats();
     let progress = Progress::bytes("compacting");
     let report = db.compact_with_progress(&mut |done, total| progress.update(done, total));

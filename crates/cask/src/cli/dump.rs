@@ -24,7 +24,7 @@ use cask_engine::Batch;
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
-use super::{CliError, CliResult, LoadArgs, open_oneshot};
+use super::{CliError, CliResult, LoadArgs, open_existing, open_oneshot};
 
 /// One line of a dump.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -64,12 +64,16 @@ fn decode(name: &str, text: Option<String>, b64: Option<String>) -> Result<Vec<u
 
 /// `cask dump`: every live key, in key order.
 pub fn dump(dir: &Path) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let mut out = BufWriter::new(io::stdout().lock());
     for item in db.scan(..) {
         let (key, value) = item?;
-        // The database is ours alone, so the key cannot change between scan and metadata.
-        let expire_at = db.metadata(&key)?.and_then(|m| m.expire_at);
+        // The database is ours alone, so only time can change the key between scan and
+        // metadata: a key that expired in between is left out, like any expired key.
+        let Some(meta) = db.metadata(&key)? else {
+            continue;
+        };
+        let expire_at = meta.expire_at;
         let (key, key_b64) = encode(key);
         let (value, value_b64) = encode(value);
         let line = Line {

@@ -8,14 +8,16 @@ use std::process::ExitCode;
 use cask_engine::{Db, WriteOptions};
 
 use super::text::escape;
-use super::{CliError, CliResult, GetArgs, RmArgs, ScanArgs, SetArgs, arg_bytes, open_oneshot};
+use super::{
+    CliError, CliResult, GetArgs, RmArgs, ScanArgs, SetArgs, arg_bytes, open_existing, open_oneshot,
+};
 
 /// What `get` prints, and `rm` too, when the key is absent.
 pub const NOT_FOUND: &str = "Key not found";
 
 /// `cask get KEY`: the raw value, plus a newline only when stdout is a terminal.
 pub fn get(dir: &Path, args: GetArgs) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let value = db.get(&arg_bytes(&args.key))?;
     db.close()?;
     let mut out = io::stdout().lock();
@@ -58,7 +60,7 @@ pub fn expire_at(db: &Db, ttl: std::time::Duration) -> u64 {
 
 /// `cask rm KEY`: silent on success; `Key not found` and exit status 1 when absent.
 pub fn rm(dir: &Path, args: RmArgs) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let existed = db.delete(&arg_bytes(&args.key))?;
     db.close()?;
     if existed {
@@ -71,7 +73,7 @@ pub fn rm(dir: &Path, args: RmArgs) -> CliResult {
 
 /// `cask scan [...]`: one `key<TAB>value` (or `key`) line per entry, escaped.
 pub fn scan(dir: &Path, args: ScanArgs) -> CliResult {
-    let db = open_oneshot(dir)?;
+    let db = open_existing(dir)?;
     let mut out = io::BufWriter::new(io::stdout().lock());
     write_scan(&db, &args, &mut out)?;
     out.flush()?;
