@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry, HintWriter};
-use crate::keydir::{Entry, KeyDir, TOMBSTONE_SEG};
+use crate::keydir::{Entry, IndexKey, KeyDir};
 use crate::options::{Options, SyncPolicy, WriteOptions};
 use crate::record::{self, HEADER_LEN, Kind};
 use crate::scan::{Keys, Scan};
@@ -31,6 +31,12 @@ use crate::segment::{
 };
 use crate::stats::{SegmentStats, Stats};
 use crate::vfs::LockGuard;
+
+/// The largest segment size: record offsets are stored in 32 bits, and a segment may
+/// exceed its size by one record.
+pub const MAX_SEGMENT_SIZE: u64 = 2 << 30;
+/// The largest configurable value size (keeps every offset within 32 bits).
+pub const MAX_VALUE_SIZE: u64 = 1 << 30;
 
 /// An open database. Cheap to clone; all clones share one engine. `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -51,6 +57,8 @@ pub(crate) struct Durable {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Option<Arc<Segment>>,
+    /// Sealed segments whose tail may not be on stable storage yet; the next sync covers them.
+    pub sealing: Vec<Arc<Segment>>,
     pub next_seq: u64,
     buf: Vec<u8>,
 }
@@ -83,8 +91,9 @@ pub(crate) struct Inner {
     pub hints_pending: Mutex<Vec<u32>>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    shutdown: Mutex<bool>,
-    shutdown_cv: Condvar,
+    /// Shared with the background threads, which wait on it holding only a `Weak<Inner>`.
+    shutdown: Arc<Mutex<bool>>,
+    shutdown_cv: Arc<Condvar>,
 }
 
 /// One operation handed to the write path.
@@ -105,8 +114,18 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let vfs = opts.vfs.clone();
-        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 {
-            return Err(Error::InvalidArgument("segment_size is too small".into()));
+        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            || opts.segment_size > MAX_SEGMENT_SIZE
+        {
+            return Err(Error::InvalidArgument(format!(
+                "segment_size must be between {} and {MAX_SEGMENT_SIZE} bytes",
+                SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            )));
+        }
+        if opts.max_value_size as u64 > MAX_VALUE_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "max_value_size may be at most {MAX_VALUE_SIZE} bytes"
+            )));
         }
         if !opts.create_if_missing && !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
@@ -129,6 +148,7 @@ impl Db {
             segments: RwLock::new(recovered.segments),
             writer: Mutex::new(Writer {
                 active: recovered.active,
+                sealing: Vec::new(),
                 next_seq: recovered.max_seq + 1,
                 buf: Vec::new(),
             }),
@@ -146,8 +166,8 @@ impl Db {
             hints_pending: Mutex::new(recovered.needs_hint),
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
-            shutdown: Mutex::new(false),
-            shutdown_cv: Condvar::new(),
+            shutdown: Arc::new(Mutex::new(false)),
+            shutdown_cv: Arc::new(Condvar::new()),
             opts,
         });
         let db = Db {
@@ -216,7 +236,7 @@ impl Db {
     /// # Errors
     /// As [`Db::get`].
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq)))
+        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq())))
     }
 
     /// A key's version and expiry without reading its value; `None` if absent or expired.
@@ -234,9 +254,9 @@ impl Db {
             .get(key)
             .filter(|e| !e.expired(now))
             .map(|e| KeyMeta {
-                version: e.seq,
+                version: e.seq(),
                 expire_at: e.expire_at(),
-                size: e.len as u64,
+                size: e.record_len() as u64,
             }))
     }
 
@@ -377,7 +397,7 @@ impl Db {
         let now = self.now_ms();
         self.inner
             .write_ops(self.defer_sync, &ops, true, |kd| {
-                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq);
+                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq());
                 check(&lookup).map(|()| true)
             })
             .map(|(seq, _)| seq)
@@ -501,6 +521,12 @@ impl Db {
             };
             let seg = self.inner.segments.read().get(&id).cloned();
             let Some(seg) = seg else { continue };
+            // A failed fsync is never retried as if it could succeed: it poisons.
+            if let Err(e) = seg.file.sync_data() {
+                self.inner.poison("fsync of a sealed segment failed", &e);
+                self.inner.hints_pending.lock().push(id);
+                return Err(e.into());
+            }
             if let Err(e) = write_hint_for(&self.inner.dir, &self.inner.opts, &seg) {
                 self.inner.hints_pending.lock().push(id);
                 return Err(e);
@@ -521,7 +547,7 @@ pub struct KeyMeta {
 }
 
 fn check_version(kd: &KeyDir, key: &[u8], expected: Option<u64>, now: u64) -> Result<()> {
-    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq);
+    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq());
     if actual == expected {
         Ok(())
     } else {
@@ -537,12 +563,20 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 }
 
 fn background_loop(weak: Weak<Inner>, every: Duration, mut work: impl FnMut(Arc<Inner>)) {
+    // Sleep holding only the shutdown signal: a strong reference held while waiting would
+    // keep the engine, and its directory lock, alive for up to `every` after the last
+    // handle is dropped.
+    let Some((shutdown, cv)) = weak
+        .upgrade()
+        .map(|i| (i.shutdown.clone(), i.shutdown_cv.clone()))
+    else {
+        return;
+    };
     loop {
         {
-            let Some(inner) = weak.upgrade() else { return };
-            let mut stop = inner.shutdown.lock();
+            let mut stop = shutdown.lock();
             if !*stop {
-                inner.shutdown_cv.wait_for(&mut stop, every);
+                cv.wait_for(&mut stop, every);
             }
             if *stop {
                 return;
@@ -595,11 +629,6 @@ impl Inner {
         self.durable_cv.notify_all();
     }
 
-    pub(crate) fn mark_durable(&self, seq: u64) {
-        let mut d = self.durable.lock();
-        d.seq = d.seq.max(seq);
-    }
-
     /// Waits until every record up to `seq` is durable, fsyncing as the group's leader if no
     /// one else is.
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<()> {
@@ -617,25 +646,39 @@ impl Inner {
             }
             d.syncing = true;
             drop(d);
-            let (target, file) = {
-                let w = self.writer.lock();
-                (w.next_seq - 1, w.active.as_ref().map(|s| s.file.clone()))
-            };
-            let res = match file {
-                Some(f) => f.sync_data(),
-                None => Ok(()),
-            };
-            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            let res = self.sync_written();
             if let Err(e) = &res {
                 self.poison("fsync failed", e);
             }
             d = self.durable.lock();
             d.syncing = false;
-            if res.is_ok() {
+            if let Ok(target) = res {
                 d.seq = d.seq.max(target);
             }
             self.durable_cv.notify_all();
         }
+    }
+
+    /// fsyncs every segment that may hold unsynced records (sealed-but-unsynced ones, then
+    /// the active one) and returns the sequence number now durable. Takes the writer lock
+    /// only to snapshot what to sync.
+    fn sync_written(&self) -> std::io::Result<u64> {
+        let (target, files) = {
+            let w = self.writer.lock();
+            let files: Vec<Arc<Segment>> =
+                w.sealing.iter().chain(w.active.iter()).cloned().collect();
+            (w.next_seq - 1, files)
+        };
+        for seg in &files {
+            seg.file.sync_data()?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        let synced: Vec<u32> = files.iter().map(|s| s.id).collect();
+        self.writer
+            .lock()
+            .sealing
+            .retain(|s| !synced.contains(&s.id));
+        Ok(target)
     }
 
     /// The write path. `precheck` runs under the writer lock against the keydir; `Ok(false)`
@@ -735,13 +778,7 @@ impl Inner {
             if op.delete {
                 kd.remove(op.key);
             } else {
-                let e = Entry {
-                    off: base + start,
-                    seq,
-                    expire: op.expire,
-                    seg,
-                    len: len as u32,
-                };
+                let e = Entry::new(seg, base + start, len as u32, seq, op.expire);
                 kd.insert(op.key, e);
             }
         }
@@ -793,12 +830,10 @@ impl Inner {
         let Some(old) = w.active.take() else {
             return Ok(());
         };
-        if let Err(e) = old.file.sync_data() {
-            self.poison("fsync at segment rotation failed", &e);
-            w.active = Some(old);
-            return Err(e.into());
-        }
-        self.mark_durable(w.next_seq - 1);
+        // The fsync of the sealed segment happens outside the writer lock, by the next sync
+        // (group-commit leader, interval thread, hint writer or close), so rotation never
+        // stalls writers behind a large fsync.
+        w.sealing.push(old.clone());
         debug!(
             segment = old.id,
             bytes = old.len.load(Ordering::Relaxed),
@@ -833,17 +868,17 @@ impl Inner {
 
     /// Reads the value stored at `e`; `None` if its segment has been removed meanwhile.
     pub(crate) fn read_value(&self, key: &[u8], e: &Entry) -> Result<Option<Vec<u8>>> {
-        let Some(seg) = self.segments.read().get(&e.seg).cloned() else {
+        let Some(seg) = self.segments.read().get(&e.seg()).cloned() else {
             return Ok(None);
         };
-        let mut rec = seg.read_record(e.off, e.len)?;
+        let mut rec = seg.read_record(e.off(), e.record_len())?;
         let h = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header"))
-            .map_err(|r| Error::corruption(&seg.path, e.off, r))?;
+            .map_err(|r| Error::corruption(&seg.path, e.off(), r))?;
         let kend = HEADER_LEN + h.key_len as usize;
-        if !h.kind.is_put() || h.seq != e.seq || &rec[HEADER_LEN..kend] != key {
+        if !h.kind.is_put() || h.seq != e.seq() || &rec[HEADER_LEN..kend] != key {
             return Err(Error::corruption(
                 &seg.path,
-                e.off,
+                e.off(),
                 "record does not match the index",
             ));
         }
@@ -911,10 +946,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
             let w = self.writer.lock();
-            if let Some(a) = &w.active
-                && let Err(e) = a.file.sync_data()
-            {
-                warn!("fsync on drop failed: {e}");
+            for seg in w.sealing.iter().chain(w.active.iter()) {
+                if let Err(e) = seg.file.sync_data() {
+                    warn!("fsync on drop failed: {e}");
+                }
             }
         }
         *self.shutdown.lock() = true;
@@ -924,6 +959,8 @@ impl Drop for Inner {
 
 /// Scans a sealed segment and writes its hint file.
 pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Result<()> {
+    // A hint must never describe records that are not on stable storage.
+    seg.file.sync_data()?;
     let len = seg.len.load(Ordering::Acquire);
     let mut scanner = Scanner::new(
         &*seg.file,
@@ -972,17 +1009,8 @@ struct Recovered {
     needs_hint: Vec<u32>,
 }
 
-/// Applies one record to the keydir being rebuilt: the highest sequence number wins, and
-/// tombstones are kept (as placeholders) until every segment has been read.
-fn apply(kd: &mut KeyDir, key: &[u8], e: Entry) {
-    match kd.map.get_mut(key) {
-        Some(cur) if cur.seq > e.seq => {}
-        Some(cur) => *cur = e,
-        None => {
-            kd.map.insert(key.into(), e);
-        }
-    }
-}
+/// Records read during recovery, in read order; [`KeyDir::from_unsorted`] resolves them.
+type Loaded = Vec<(IndexKey, Entry)>;
 
 fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let vfs = &*opts.vfs;
@@ -1028,7 +1056,18 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .rev()
         .find(|id| !hint_ids.contains(id))
         .copied();
-    let mut kd = KeyDir::default();
+    // Size the load vector once: a hint entry is at least 33 bytes plus its key, so this
+    // over-reserves only address space, never touched memory.
+    let mut estimate = 0u64;
+    for id in &seg_ids {
+        let len = |p: &Path| vfs.open_read(p).and_then(|f| f.len()).unwrap_or(0);
+        estimate += if hint_ids.contains(id) {
+            len(&hint_path(dir, *id)) / 41
+        } else {
+            len(&segment_path(dir, *id)) / (HEADER_LEN as u64 + 8)
+        };
+    }
+    let mut kd: Loaded = Vec::with_capacity(estimate.min(1 << 26) as usize);
     let mut segments = BTreeMap::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();
@@ -1074,23 +1113,11 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
                 seg.note_seq(h.seq);
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: id,
-                        len: h.len,
-                    }
+                    Entry::new(id, h.offset, h.len, h.seq, h.expire)
                 };
-                apply(&mut kd, h.key, e);
+                kd.push((h.key.into(), e));
             })?;
             match res {
                 Ok(()) => from_hint = true,
@@ -1124,9 +1151,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segments.insert(id, seg);
     }
-    let now = opts.clock.now_ms();
-    kd.map.retain(|_, e| !e.is_tombstone() && !e.expired(now));
-    kd.recount_live();
+    let kd = KeyDir::from_unsorted(kd, opts.clock.now_ms());
     let next_id = seg_ids
         .last()
         .copied()
@@ -1150,7 +1175,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the
 /// truncation point for a torn tail).
-fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> Result<u64> {
+fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> Result<u64> {
     let len = seg.len.load(Ordering::Relaxed);
     let mut scanner = Scanner::new(
         &*seg.file,
@@ -1167,21 +1192,9 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
             Ok(Some(r)) => {
                 let h = r.header;
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: seg.id,
-                        len: h.record_len() as u32,
-                    }
+                    Entry::new(seg.id, r.offset, h.record_len() as u32, h.seq, h.expire)
                 };
                 match h.kind {
                     Kind::Put | Kind::Delete => {
@@ -1190,10 +1203,10 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                             batch.clear();
                         }
                         seg.note_seq(h.seq);
-                        apply(kd, &r.key, e);
+                        kd.push((r.key.as_slice().into(), e));
                     }
                     Kind::BatchPut | Kind::BatchDelete => {
-                        if batch.first().is_some_and(|(_, f)| f.seq != h.seq) {
+                        if batch.first().is_some_and(|(_, f)| f.seq() != h.seq) {
                             warn!("{}: discarding an uncommitted batch", seg.path.display());
                             batch.clear();
                         }
@@ -1203,7 +1216,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                     Kind::BatchCommit => {
                         let count = commit_count(&r.value) as usize;
                         let complete =
-                            batch.len() == count && batch.iter().all(|(_, e)| e.seq == h.seq);
+                            batch.len() == count && batch.iter().all(|(_, e)| e.seq() == h.seq);
                         if !complete {
                             return Err(Error::corruption(
                                 &seg.path,
@@ -1213,7 +1226,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                         }
                         seg.note_seq(h.seq);
                         for (k, e) in batch.drain(..) {
-                            apply(kd, &k, e);
+                            kd.push((k.as_slice().into(), e));
                         }
                         batch_start = None;
                     }

@@ -72,11 +72,11 @@ impl Scan {
         };
         if self.reverse {
             for (k, e) in range.rev().take(CHUNK) {
-                push(k, e);
+                push(k.as_slice(), e);
             }
         } else {
             for (k, e) in range.take(CHUNK) {
-                push(k, e);
+                push(k.as_slice(), e);
             }
         }
         drop(kd);
