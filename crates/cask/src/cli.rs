@@ -12,7 +12,7 @@
 //!   error exits with status 2 (clap's convention). User errors never panic.
 //! - Long work shows a progress bar on stderr when stderr is a terminal, and none otherwise.
 //! - Logs go to stderr through `tracing`, at level `warn` unless `CASK_LOG` or `RUST_LOG`
-//!   says otherwise.
+//!   says otherwise (`serve` sets up its own logging).
 
 mod admin;
 mod dump;
@@ -174,21 +174,24 @@ pub type CliResult = Result<ExitCode, CliError>;
 
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
-    init_logging();
     let cli = Cli::parse();
-    let dir = cli.dir;
+    // The server sets up its own logging.
+    if !matches!(cli.command, Command::Serve(_)) {
+        init_logging();
+    }
+    let dir = &cli.dir;
     let result = match cli.command {
-        Command::Serve(args) => return crate::server::run(&dir, args),
-        Command::Get(args) => kv::get(&dir, args),
-        Command::Set(args) => kv::set(&dir, args),
-        Command::Rm(args) => kv::rm(&dir, args),
-        Command::Scan(args) => kv::scan(&dir, args),
-        Command::Repl => repl::run(&dir),
-        Command::Stats(args) => admin::stats(&dir, args),
-        Command::Compact => admin::compact(&dir),
-        Command::Check(args) => admin::check(&dir, args),
-        Command::Dump => dump::dump(&dir),
-        Command::Load(args) => dump::load(&dir, args),
+        Command::Serve(args) => return crate::server::run(&cli.dir, args),
+        Command::Get(args) => kv::get(dir, args),
+        Command::Set(args) => kv::set(dir, args),
+        Command::Rm(args) => kv::rm(dir, args),
+        Command::Scan(args) => kv::scan(dir, args),
+        Command::Repl => repl::run(dir),
+        Command::Stats(args) => admin::stats(dir, args),
+        Command::Compact => admin::compact(dir),
+        Command::Check(args) => admin::check(dir, args),
+        Command::Dump => dump::dump(dir),
+        Command::Load(args) => dump::load(dir, args),
     };
     match result {
         Ok(code) => code,
