@@ -806,3 +806,46 @@ fn repl_compact_then_stats_shows_when() {
     // "0s ago (2026-11-23T22:30:00Z)"
     assert!(last.contains("s ago (") && last.ends_with("Z)"), "{last}");
 }
+
+#[cfg(unix)]
+#[test]
+fn arguments_are_taken_as_raw_bytes() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let key = OsStr::from_bytes(b"k\xff\x01");
+    let value = OsStr::from_bytes(b"v\xfe");
+    cask(tmp.path())
+        .arg("set")
+        .arg(key)
+        .arg(value)
+        .assert()
+        .success();
+    let o = cask(tmp.path()).arg("get").arg(key).output().unwrap();
+    assert_eq!(o.stdout, b"v\xfe");
+    cask(tmp.path())
+        .arg("scan")
+        .assert()
+        .stdout("k\\xff\\x01\tv\\xfe\n");
+    let db = Db::open(tmp.path(), engine_opts()).unwrap();
+    assert_eq!(db.get(b"k\xff\x01").unwrap(), Some(b"v\xfe".to_vec()));
+}
+
+#[test]
+fn load_reports_an_oversized_key_with_its_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = format!(
+        "{{\"key\":\"ok\",\"value\":\"1\"}}\n{{\"key\":\"{}\",\"value\":\"\"}}\n",
+        "k".repeat(70_000)
+    );
+    let o = cask(tmp.path())
+        .arg("load")
+        .write_stdin(input)
+        .output()
+        .unwrap();
+    let line = one_error_line(&o);
+    assert!(
+        line.starts_with("cask: line 2: key is 70000 bytes"),
+        "{line}"
+    );
+}

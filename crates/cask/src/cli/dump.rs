@@ -20,11 +20,14 @@ use std::process::ExitCode;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use cask_engine::Batch;
+use cask_engine::{Batch, Options};
 use serde::{Deserialize, Serialize};
 
 use super::progress::Progress;
 use super::{CliError, CliResult, LoadArgs, open_existing, open_oneshot};
+
+/// Bytes of keys and values after which a batch is written even if it has fewer entries.
+const MAX_BATCH_BYTES: u64 = 64 << 20;
 
 /// One line of a dump.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -109,6 +112,9 @@ pub fn load(dir: &Path, args: LoadArgs) -> CliResult {
         None => Progress::items("loading"),
     };
     let mut batch = Batch::new();
+    let mut batch_bytes = 0u64;
+    // Bound memory, and stay well inside the engine's batch limit even with large values.
+    let max_batch_bytes = (db.options().max_batch_size / 4).min(MAX_BATCH_BYTES);
     let mut loaded = 0u64;
     let mut read = 0u64;
     let mut lineno = 0u64;
@@ -124,8 +130,9 @@ pub fn load(dir: &Path, args: LoadArgs) -> CliResult {
             read += n as u64;
             let text = buf.trim_ascii();
             if !text.is_empty() {
-                match parse_line(text) {
+                match parse_line(text, db.options()) {
                     Ok((key, value, expire_at)) => {
+                        batch_bytes += (key.len() + value.len()) as u64;
                         batch.put_with_expiry(key, value, expire_at);
                     }
                     Err(reason) => {
@@ -136,12 +143,14 @@ pub fn load(dir: &Path, args: LoadArgs) -> CliResult {
                 }
             }
         }
-        if batch.len() >= args.batch as usize || (n == 0 && !batch.is_empty()) {
+        let full = batch.len() >= args.batch as usize || batch_bytes >= max_batch_bytes;
+        if full || (n == 0 && !batch.is_empty()) {
             if let Err(e) = db.write(&batch) {
                 break Err(e.into());
             }
             loaded += batch.len() as u64;
             batch.clear();
+            batch_bytes = 0;
         }
         match total {
             Some(total) => progress.update(read, total),
@@ -162,17 +171,32 @@ pub fn load(dir: &Path, args: LoadArgs) -> CliResult {
 /// A key, its value and its expiry (ms since the epoch), as read from a dump.
 type Entry = (Vec<u8>, Vec<u8>, Option<u64>);
 
-/// Parses one dump line into key, value and expiry.
-fn parse_line(text: &[u8]) -> Result<Entry, String> {
+/// Parses one dump line into key, value and expiry, checking them against the limits of
+/// `opts` so that an oversized entry is reported with its line number.
+fn parse_line(text: &[u8], opts: &Options) -> Result<Entry, String> {
     let line: Line = serde_json::from_slice(text).map_err(|e| format!("invalid JSON: {e}"))?;
     let key = decode("key", line.key, line.key_b64)?;
     let value = decode("value", line.value, line.value_b64)?;
+    for (what, len, limit) in [
+        ("key", key.len(), opts.max_key_size),
+        ("value", value.len(), opts.max_value_size),
+    ] {
+        if len > limit {
+            return Err(format!(
+                "{what} is {len} bytes, over the limit of {limit} bytes"
+            ));
+        }
+    }
     Ok((key, value, line.expire_at))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse_line(text: &[u8]) -> Result<Entry, String> {
+        super::parse_line(text, &Options::default())
+    }
 
     #[test]
     fn parse_lines() {
