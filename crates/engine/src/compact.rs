@@ -229,11 +229,21 @@ impl Db {
             let hint = std::mem::take(&mut out.hint);
             hint.finish(&*opts.vfs, dir, out.seg.id)?;
         }
+        // From the first rename on, the directory holds files the in-memory state does not
+        // match (outputs not yet published, inputs already forgotten). A later compaction
+        // would decide on that incomplete picture (and drop tombstones that a stray file
+        // still needs), so any failure from here on poisons the database; a reopen
+        // resolves inputs and outputs by sequence number.
+        let fail = |e: std::io::Error| {
+            inner.poison("compaction failed while swapping segments", &e);
+            Error::Io(e)
+        };
         for out in &outputs {
             opts.vfs
-                .rename(&out.tmp_path, &segment_path(dir, out.seg.id))?;
+                .rename(&out.tmp_path, &segment_path(dir, out.seg.id))
+                .map_err(fail)?;
         }
-        opts.vfs.sync_dir(dir)?;
+        opts.vfs.sync_dir(dir).map_err(fail)?;
         report.segments_out = outputs.len();
         report.bytes_out = outputs
             .iter()
@@ -281,12 +291,12 @@ impl Db {
         by_age.sort_by_key(|s| (s.max_seq.load(Ordering::Relaxed), s.id));
         for seg in by_age {
             let id = seg.id;
-            opts.vfs.remove(&segment_path(dir, id))?;
+            opts.vfs.remove(&segment_path(dir, id)).map_err(fail)?;
             match opts.vfs.remove(&hint_path(dir, id)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
                 _ => {}
             }
-            opts.vfs.sync_dir(dir)?;
+            opts.vfs.sync_dir(dir).map_err(fail)?;
         }
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner

@@ -122,16 +122,13 @@ impl Iterator for Scan {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (key, entry) = match self.next_entry()? {
+            let (key, _) = match self.next_entry()? {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            // The entry may be stale (compaction moved it): fall back to a fresh lookup.
-            let value = match self.db.inner.read_value(&key, &entry) {
-                Ok(Some(v)) => Ok(Some(v)),
-                Ok(None) => self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v)),
-                Err(e) => Err(e),
-            };
+            // The chunk's entries were copied under an earlier lock: the key may have been
+            // deleted, overwritten or moved by compaction since. Look it up afresh.
+            let value = self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v));
             match value {
                 Ok(Some(v)) => return Some(Ok((key, v))),
                 Ok(None) => continue,
@@ -160,6 +157,17 @@ impl Iterator for Keys {
     type Item = Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.scan.next_entry().map(|r| r.map(|(k, _)| k))
+        loop {
+            let key = match self.scan.next_entry()? {
+                Ok((k, _)) => k,
+                Err(e) => return Some(Err(e)),
+            };
+            // Skip keys deleted (or expired) since the chunk was copied.
+            match self.scan.db.metadata(&key) {
+                Ok(Some(_)) => return Some(Ok(key)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }

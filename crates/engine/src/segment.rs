@@ -325,6 +325,15 @@ impl<'a> Scanner<'a> {
         };
         let end = offset + header.record_len();
         if header.key_len as u64 > self.max_key || header.value_len as u64 > self.max_value {
+            if end <= self.len {
+                // The whole record is in the file: it was written, not torn. Refuse it (the
+                // limits were lowered, or the header is damaged); never cut it off.
+                return Ok(Err(BadRecord {
+                    offset,
+                    reason: "record lengths exceed the configured limits".into(),
+                    at_tail: false,
+                }));
+            }
             return Ok(Err(self.bad(
                 offset,
                 "record lengths exceed the configured limits",

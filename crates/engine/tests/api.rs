@@ -288,3 +288,48 @@ fn empty_key_and_empty_value_are_allowed() {
     assert_eq!(db.get(b"").unwrap(), None);
     assert_eq!(db.scan(..).count(), 2);
 }
+
+#[test]
+fn scans_skip_keys_deleted_or_changed_ahead_of_the_cursor() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    for i in 0..10u32 {
+        db.set(format!("k{i}").as_bytes(), b"old").unwrap();
+    }
+    let mut scan = db.scan(..);
+    let mut keys = db.keys(..);
+    assert_eq!(scan.next().unwrap().unwrap().0, b"k0".to_vec());
+    assert_eq!(keys.next().unwrap().unwrap(), b"k0".to_vec());
+    db.delete(b"k5").unwrap();
+    db.set(b"k6", b"new").unwrap();
+    let rest: Vec<_> = scan.map(|r| r.unwrap()).collect();
+    assert!(!rest.iter().any(|(k, _)| k == b"k5"), "a key deleted ahead of the scan was returned");
+    assert_eq!(
+        rest.iter().find(|(k, _)| k == b"k6").map(|(_, v)| v.clone()),
+        Some(b"new".to_vec()),
+        "a scan reads each key at its newest version"
+    );
+    let rest: Vec<_> = keys.map(|r| r.unwrap()).collect();
+    assert!(!rest.contains(&b"k5".to_vec()), "a key deleted ahead of the listing was returned");
+}
+
+#[test]
+fn lowering_the_value_limit_never_drops_stored_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    db.set(b"small", b"x").unwrap();
+    db.set(b"big", &[7u8; 100]).unwrap();
+    db.close().unwrap();
+    drop(db);
+    let small_limit = Options {
+        max_value_size: 50,
+        ..fast_opts()
+    };
+    // Refusing to open is fine; silently cutting the record off as a "torn tail" is not.
+    if let Ok(db) = Db::open(dir.path(), small_limit) {
+        assert_eq!(db.get(b"big").unwrap(), Some(vec![7u8; 100]));
+        db.close().unwrap();
+    }
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    assert_eq!(db.get(b"big").unwrap(), Some(vec![7u8; 100]));
+}
