@@ -852,3 +852,33 @@ fn load_reports_an_oversized_key_with_its_line() {
         "{line}"
     );
 }
+
+/// On a terminal `get` ends the value with a newline (here through util-linux `script`,
+/// which gives the command a pseudo-terminal; the terminal turns `\n` into `\r\n`).
+#[cfg(target_os = "linux")]
+#[test]
+fn get_adds_a_newline_only_on_a_terminal() {
+    if std::process::Command::new("script")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: util-linux `script` is not installed");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    cask(tmp.path()).args(["set", "k", "v1"]).assert().success();
+    let cmd = format!(
+        "{} --dir '{}' get k",
+        env!("CARGO_BIN_EXE_cask"),
+        tmp.path().display()
+    );
+    let o = std::process::Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env_remove("CASK_DIR")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{o:?}");
+    assert_eq!(o.stdout, b"v1\r\n");
+    cask(tmp.path()).args(["get", "k"]).assert().stdout("v1");
+}
