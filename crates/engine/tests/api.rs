@@ -303,14 +303,22 @@ fn scans_skip_keys_deleted_or_changed_ahead_of_the_cursor() {
     db.delete(b"k5").unwrap();
     db.set(b"k6", b"new").unwrap();
     let rest: Vec<_> = scan.map(|r| r.unwrap()).collect();
-    assert!(!rest.iter().any(|(k, _)| k == b"k5"), "a key deleted ahead of the scan was returned");
+    assert!(
+        !rest.iter().any(|(k, _)| k == b"k5"),
+        "a key deleted ahead of the scan was returned"
+    );
     assert_eq!(
-        rest.iter().find(|(k, _)| k == b"k6").map(|(_, v)| v.clone()),
+        rest.iter()
+            .find(|(k, _)| k == b"k6")
+            .map(|(_, v)| v.clone()),
         Some(b"new".to_vec()),
         "a scan reads each key at its newest version"
     );
     let rest: Vec<_> = keys.map(|r| r.unwrap()).collect();
-    assert!(!rest.contains(&b"k5".to_vec()), "a key deleted ahead of the listing was returned");
+    assert!(
+        !rest.contains(&b"k5".to_vec()),
+        "a key deleted ahead of the listing was returned"
+    );
 }
 
 #[test]

@@ -62,7 +62,11 @@ fn writers_and_readers(db: &Db, writers: usize, ops: usize, compactor: bool) -> 
                 } else {
                     let mut prev: Option<Vec<u8>> = None;
                     let rev = rng.random_bool(0.5);
-                    let scan = if rev { db.scan(..).reverse() } else { db.scan(..) };
+                    let scan = if rev {
+                        db.scan(..).reverse()
+                    } else {
+                        db.scan(..)
+                    };
                     for item in scan {
                         let (k, v) = item.unwrap();
                         check_value(&k, &v);
@@ -220,11 +224,19 @@ fn cas_counters_lose_no_updates() {
                     loop {
                         let cur = db.get_versioned(key.as_bytes()).unwrap();
                         let (n, ver) = match &cur {
-                            Some((v, ver)) => (String::from_utf8_lossy(v).parse::<u64>().unwrap(), Some(*ver)),
+                            Some((v, ver)) => (
+                                String::from_utf8_lossy(v).parse::<u64>().unwrap(),
+                                Some(*ver),
+                            ),
                             None => (0, None),
                         };
                         let next = (n + 1).to_string();
-                        match db.set_if(key.as_bytes(), ver, next.as_bytes(), WriteOptions::default()) {
+                        match db.set_if(
+                            key.as_bytes(),
+                            ver,
+                            next.as_bytes(),
+                            WriteOptions::default(),
+                        ) {
                             Ok(_) => break,
                             Err(Error::Conflict { expected, actual }) => {
                                 assert_eq!(expected, ver);
@@ -251,7 +263,11 @@ fn cas_counters_lose_no_updates() {
     }
     for (c, w) in want.iter().enumerate() {
         let v = db.get(format!("counter{c}").as_bytes()).unwrap().unwrap();
-        assert_eq!(String::from_utf8_lossy(&v).parse::<u64>().unwrap(), *w, "counter{c}");
+        assert_eq!(
+            String::from_utf8_lossy(&v).parse::<u64>().unwrap(),
+            *w,
+            "counter{c}"
+        );
     }
     assert_eq!(want.iter().sum::<u64>(), (threads * incs) as u64);
     eprintln!("{conflicts} conflicts retried");
@@ -271,7 +287,8 @@ fn readers_progress_while_a_writer_waits_on_fsync() {
     };
     let db = Db::open(dir.path(), opts).unwrap();
     for i in 0..100u32 {
-        db.set(format!("k{i:03}").as_bytes(), format!("v{i}").as_bytes()).unwrap();
+        db.set(format!("k{i:03}").as_bytes(), format!("v{i}").as_bytes())
+            .unwrap();
     }
     ctl.close_sync_gate();
     let writer = {
@@ -280,7 +297,10 @@ fn readers_progress_while_a_writer_waits_on_fsync() {
     };
     let deadline = Instant::now() + Duration::from_secs(10);
     while ctl.blocked_in_sync() == 0 {
-        assert!(Instant::now() < deadline, "the writer never reached its fsync");
+        assert!(
+            Instant::now() < deadline,
+            "the writer never reached its fsync"
+        );
         thread::sleep(Duration::from_millis(1));
     }
     // A second writer queues behind the first fsync (group commit) without blocking reads.
@@ -296,7 +316,10 @@ fn readers_progress_while_a_writer_waits_on_fsync() {
             for round in 0..20 {
                 for i in 0..100u32 {
                     let v = db.get(format!("k{i:03}").as_bytes()).unwrap().unwrap();
-                    assert!(v == format!("v{i}").into_bytes() || v == b"new", "round {round}");
+                    assert!(
+                        v == format!("v{i}").into_bytes() || v == b"new",
+                        "round {round}"
+                    );
                     n += 1;
                 }
                 assert_eq!(db.scan(..).count(), 100);
@@ -310,7 +333,10 @@ fn readers_progress_while_a_writer_waits_on_fsync() {
         .recv_timeout(Duration::from_secs(20))
         .expect("readers must not wait for a writer's fsync");
     assert_eq!(n, 2000);
-    assert!(ctl.blocked_in_sync() >= 1, "the writer is still in its fsync");
+    assert!(
+        ctl.blocked_in_sync() >= 1,
+        "the writer is still in its fsync"
+    );
     assert!(!writer.is_finished(), "the write returned before its fsync");
     reader.join().unwrap();
     ctl.open_sync_gate();

@@ -37,7 +37,9 @@ fn step(i: u32) -> Step {
     let key = |rng: &mut StdRng| format!("key{:02}", rng.random_range(0..24)).into_bytes();
     let val = |rng: &mut StdRng| {
         let n = rng.random_range(20..160);
-        (0..n).map(|j| (i as u8).wrapping_add(j as u8)).collect::<Vec<u8>>()
+        (0..n)
+            .map(|j| (i as u8).wrapping_add(j as u8))
+            .collect::<Vec<u8>>()
     };
     if i == 30 || i == 55 {
         return Step::Compact;
@@ -112,7 +114,11 @@ fn assert_refuses_writes(db: &Db, ctx: &str) {
     let mut b = Batch::new();
     b.put(b"b".to_vec(), b"b".to_vec());
     poisoned(db.write(&b).map(|_| ()), "batch");
-    poisoned(db.set_if(b"new", None, b"x", WriteOptions::default()).map(|_| ()), "set_if");
+    poisoned(
+        db.set_if(b"new", None, b"x", WriteOptions::default())
+            .map(|_| ()),
+        "set_if",
+    );
     poisoned(db.compact().map(|_| ()), "compact");
     assert!(db.is_poisoned(), "{ctx}");
 }
@@ -194,11 +200,19 @@ fn fault_loop(target: Target, mode: Mode, errno: i32) -> u64 {
             continue;
         };
         hits += 1;
-        assert!(db.is_poisoned(), "{ctx}: a failed write must poison the database");
+        assert!(
+            db.is_poisoned(),
+            "{ctx}: a failed write must poison the database"
+        );
         assert_refuses_writes(&db, &ctx);
         // Reads keep working: they show the acknowledged writes, or those plus the failed
         // one when it reached the keydir before its fsync failed.
-        assert_one_of(&db, &acked, &with_failed, &format!("{ctx}: reads after the failure"));
+        assert_one_of(
+            &db,
+            &acked,
+            &with_failed,
+            &format!("{ctx}: reads after the failure"),
+        );
         // Still refused once the disk works again: only a reopen clears the poison.
         ctl.clear();
         assert_refuses_writes(&db, &format!("{ctx} (fault cleared)"));
