@@ -53,6 +53,22 @@ fn bench_set(c: &mut Criterion) {
             })
         });
     }
+    // The physical limit of a durable write on this disk: append 203 bytes (one record of a
+    // 24-byte key and 150-byte value) and fdatasync, with nothing else.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path().join("raw"))
+        .expect("raw file");
+    let record = [0x5au8; 203];
+    g.bench_function("raw_append_fdatasync", |b| {
+        b.iter(|| {
+            use std::io::Write;
+            (&file).write_all(&record).expect("write");
+            file.sync_data().expect("fdatasync")
+        })
+    });
     g.finish();
 }
 

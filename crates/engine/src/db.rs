@@ -1138,7 +1138,11 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 len = end;
                 seg.len.store(len, Ordering::Relaxed);
             }
-            if !is_tail {
+            if is_tail {
+                // A process that died before its fsync leaves bytes only in the page cache;
+                // they are about to be counted as durable, so make that true.
+                seg.file.sync_data()?;
+            } else {
                 needs_hint.push(id);
             }
         }
