@@ -284,7 +284,7 @@ impl Db {
         let op = Op {
             key,
             value,
-            expire: opts.expire_at.unwrap_or(0),
+            expire: stored_expiry(opts.expire_at),
             delete: false,
         };
         self.inner
@@ -326,7 +326,7 @@ impl Db {
         let op = Op {
             key,
             value,
-            expire: opts.expire_at.unwrap_or(0),
+            expire: stored_expiry(opts.expire_at),
             delete: false,
         };
         self.inner
@@ -383,7 +383,7 @@ impl Db {
                 } => Op {
                     key,
                     value,
-                    expire: expire_at.unwrap_or(0),
+                    expire: stored_expiry(*expire_at),
                     delete: false,
                 },
                 BatchOp::Delete { key } => Op {
@@ -544,6 +544,12 @@ pub struct KeyMeta {
     pub expire_at: Option<u64>,
     /// Size of its record on disk.
     pub size: u64,
+}
+
+/// The expiry as stored: 0 means "never", so an expiry at the epoch itself (already past)
+/// is stored as 1 ms after it, equally past, instead of becoming immortal.
+fn stored_expiry(at: Option<u64>) -> u64 {
+    at.map_or(0, |t| t.max(1))
 }
 
 fn check_version(kd: &KeyDir, key: &[u8], expected: Option<u64>, now: u64) -> Result<()> {
