@@ -669,17 +669,21 @@ impl Inner {
     /// the active one) and returns the sequence number now durable. Takes the writer lock
     /// only to snapshot what to sync.
     fn sync_written(&self) -> std::io::Result<u64> {
-        let (target, files) = {
+        let (target, files, sealed) = {
             let w = self.writer.lock();
             let files: Vec<Arc<Segment>> =
                 w.sealing.iter().chain(w.active.iter()).cloned().collect();
-            (w.next_seq - 1, files)
+            let sealed: Vec<u32> = w.sealing.iter().map(|s| s.id).collect();
+            (w.next_seq - 1, files, sealed)
         };
         for seg in &files {
             seg.file.sync_data()?;
             self.counters.syncs.fetch_add(1, Ordering::Relaxed);
         }
-        let synced: Vec<u32> = files.iter().map(|s| s.id).collect();
+        // Only segments already sealed at the snapshot are now wholly on stable storage. The
+        // active one may have taken more appends and been sealed while we synced: it stays
+        // queued for the next sync, which must cover those appends.
+        let synced = sealed;
         self.writer
             .lock()
             .sealing
