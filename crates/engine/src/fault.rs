@@ -282,14 +282,15 @@ impl FaultController {
 
     fn synced(&self, inode: Option<u64>, file: &dyn VFile) -> io::Result<()> {
         let Some(inode) = inode else { return Ok(()) };
-        if self.state.lock().durability.is_none() {
+        // Read under the lock, so two concurrent fsyncs of one file cannot record an older
+        // image over a newer one.
+        let mut s = self.state.lock();
+        let Some(d) = s.durability.as_mut() else {
             return Ok(());
-        }
+        };
         let mut bytes = vec![0u8; file.len()? as usize];
         file.read_exact_at(&mut bytes, 0)?;
-        if let Some(d) = self.state.lock().durability.as_mut() {
-            d.synced.insert(inode, bytes);
-        }
+        d.synced.insert(inode, bytes);
         Ok(())
     }
 
