@@ -840,10 +840,16 @@ impl Inner {
         let Some(old) = w.active.take() else {
             return Ok(());
         };
-        // The fsync of the sealed segment happens outside the writer lock, by the next sync
-        // (group-commit leader, interval thread, hint writer or close), so rotation never
-        // stalls writers behind a large fsync.
-        w.sealing.push(old.clone());
+        // The sealed segment must be on stable storage before the next segment can receive
+        // records: otherwise a power loss can leave it with a torn tail (partial writeback)
+        // behind a newer segment, which recovery must call corruption (the log would not
+        // be a prefix), and the database no longer opens. Deferring this fsync to the next
+        // sync (outside the lock) broke that under `Interval` and `Never`.
+        if let Err(e) = old.file.sync_data() {
+            self.poison("fsync at segment rotation failed", &e);
+            w.active = Some(old);
+            return Err(e.into());
+        }
         debug!(
             segment = old.id,
             bytes = old.len.load(Ordering::Relaxed),
