@@ -244,6 +244,21 @@ impl FaultController {
     /// # Errors
     /// I/O errors rewriting the directory; `NotFound` if durability was not tracked.
     pub fn power_loss(&self, dir: &Path) -> io::Result<()> {
+        self.power_loss_inner(dir, None)
+    }
+
+    /// Like [`FaultController::power_loss`], but a file whose current bytes extend its
+    /// fsynced image (unsynced appends) keeps a random-length prefix of those appends, as
+    /// when the OS had written back part of them: torn tails, in any file, chosen by `seed`.
+    ///
+    /// # Errors
+    /// As [`FaultController::power_loss`].
+    pub fn power_loss_torn(&self, dir: &Path, seed: u64) -> io::Result<()> {
+        self.power_loss_inner(dir, Some(seed))
+    }
+
+    fn power_loss_inner(&self, dir: &Path, seed: Option<u64>) -> io::Result<()> {
+        let mut rng = seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let d = self
             .state
             .lock()
@@ -259,8 +274,21 @@ impl FaultController {
                 std::fs::remove_file(&path)?;
             }
         }
-        for (path, inode) in &d.durable_names {
-            let bytes = d.synced.get(inode).map_or(&[][..], |b| b.as_slice());
+        let mut names: Vec<_> = d.durable_names.iter().collect();
+        names.sort();
+        for (path, inode) in names {
+            let mut bytes = d.synced.get(inode).cloned().unwrap_or_default();
+            if let Some(x) = rng.as_mut() {
+                let now = std::fs::read(path).unwrap_or_default();
+                if now.len() > bytes.len() && now.starts_with(&bytes) {
+                    // xorshift64: a dependency-free, reproducible choice.
+                    *x ^= *x << 13;
+                    *x ^= *x >> 7;
+                    *x ^= *x << 17;
+                    let extra = (*x % (now.len() - bytes.len() + 1) as u64) as usize;
+                    bytes.extend_from_slice(&now[bytes.len()..bytes.len() + extra]);
+                }
+            }
             std::fs::write(path, bytes)?;
         }
         Ok(())

@@ -22,7 +22,7 @@ use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-const STEPS: u32 = 60;
+const STEPS: u32 = 45;
 
 #[derive(Debug)]
 enum Step {
@@ -41,7 +41,7 @@ fn step(i: u32) -> Step {
             .map(|j| (i as u8).wrapping_add(j as u8))
             .collect::<Vec<u8>>()
     };
-    if i == 30 || i == 55 {
+    if i == 22 || i == 40 {
         return Step::Compact;
     }
     match rng.random_range(0..10) {
