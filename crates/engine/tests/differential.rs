@@ -338,3 +338,65 @@ fn differential_long() {
         run(1_000_000 + seed, 1000)
     });
 }
+
+/// Scans longer than the scan's 256-key chunk: random ranges over 1500 keys (some
+/// expired, some deleted), forward and reverse, values and keys only.
+#[test]
+fn scans_across_chunks() {
+    let mut rng = StdRng::seed_from_u64(42);
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(1_000_000);
+    let db = Db::open(dir.path(), opts_with(&clock, 64 << 10)).unwrap();
+    let mut m = Model::default();
+    for i in 0..1500u32 {
+        let k = format!("{:05}", i * 7 % 1500).into_bytes();
+        let v = format!("v{i}").into_bytes();
+        let at = (i % 9 == 0).then_some(1_000_010);
+        let ver = db.set_with(&k, &v, WriteOptions { expire_at: at }).unwrap();
+        m.set(&k, &v, at, ver);
+    }
+    for i in (0..1500u32).step_by(11) {
+        let k = format!("{i:05}").into_bytes();
+        db.delete(&k).unwrap();
+        m.delete(&k);
+    }
+    clock.advance(20);
+    let now = clock.now();
+    let b = |rng: &mut StdRng| {
+        let k = format!("{:05}", rng.random_range(0..1600)).into_bytes();
+        match rng.random_range(0..3) {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(k),
+            _ => Bound::Excluded(k),
+        }
+    };
+    for round in 0..60 {
+        let (lo, hi) = (b(&mut rng), b(&mut rng));
+        let want = m.range(lo.clone(), hi.clone(), now);
+        let fwd: Vec<_> = db
+            .scan((lo.clone(), hi.clone()))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(fwd, want, "round {round}: {lo:?}..{hi:?}");
+        let mut rev: Vec<_> = db
+            .scan((lo.clone(), hi.clone()))
+            .reverse()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        rev.reverse();
+        assert_eq!(rev, want, "round {round}: reverse {lo:?}..{hi:?}");
+        let mut keys: Vec<_> = db
+            .keys((lo.clone(), hi.clone()))
+            .reverse()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        keys.reverse();
+        let wk: Vec<_> = want.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(keys, wk, "round {round}: keys {lo:?}..{hi:?}");
+    }
+    for p in [&b""[..], b"0", b"01", b"014", b"9"] {
+        let (lo, hi) = prefix_bounds(p);
+        let got: Vec<_> = db.scan_prefix(p).collect::<Result<_, _>>().unwrap();
+        assert_eq!(got, m.range(lo, hi, now), "prefix {p:?}");
+    }
+}
