@@ -88,6 +88,8 @@ impl Db {
             return Err(Error::Poisoned("compaction refused".into()));
         }
         let _guard = inner.compaction_lock.lock();
+        // `close` may have run while we waited for the lock.
+        inner.check_open()?;
         if force {
             let mut w = inner.writer.lock();
             let has_data = w

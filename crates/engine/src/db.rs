@@ -453,10 +453,14 @@ impl Db {
             self.sync()
         };
         self.inner.stop_background();
+        // A compaction running in another thread still renames and deletes files: let it
+        // finish (later ones see `closed` once they get this lock) before unlocking.
+        let compaction = self.inner.compaction_lock.lock();
         self.inner.closed.store(true, Ordering::SeqCst);
         // Let any in-progress writer finish before releasing the lock.
         drop(self.inner.writer.lock());
         self.inner.lock.lock().take();
+        drop(compaction);
         res
     }
 
