@@ -346,3 +346,57 @@ fn readers_progress_while_a_writer_waits_on_fsync() {
     assert_eq!(db.get(b"k000").unwrap(), Some(b"new".to_vec()));
     assert_eq!(db.get(b"k001").unwrap(), Some(b"new".to_vec()));
 }
+
+/// `close` while another thread's `compact()` is in flight (paused in its progress
+/// callback): the directory must stay locked until that compaction is over, or a new
+/// opener would run alongside a compaction that still renames and deletes files (and
+/// could rename an output over the new handle's segment of the same id).
+#[test]
+fn close_waits_for_a_running_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 4096,
+        ..fast_opts()
+    };
+    let db = Db::open(dir.path(), opts).unwrap();
+    let mut m = Model::default();
+    for i in 0..200u32 {
+        let k = format!("k{:02}", i % 40).into_bytes();
+        let v = value_for(&k, i as u64, 60);
+        let ver = db.set(&k, &v).unwrap();
+        m.set(&k, &v, None, ver);
+    }
+    let (paused_tx, paused) = mpsc::channel();
+    let (resume, resume_rx) = mpsc::channel::<()>();
+    let compactor = {
+        let db = db.clone();
+        thread::spawn(move || {
+            let mut first = true;
+            db.compact_with_progress(&mut |_, _| {
+                if std::mem::take(&mut first) {
+                    paused_tx.send(()).unwrap();
+                    resume_rx.recv().unwrap();
+                }
+            })
+        })
+    };
+    paused.recv().unwrap();
+    let closer = {
+        let db = db.clone();
+        thread::spawn(move || db.close())
+    };
+    thread::sleep(Duration::from_millis(100));
+    let second = Db::open(dir.path(), fast_opts());
+    let locked = matches!(second, Err(Error::Locked { .. }));
+    drop(second);
+    resume.send(()).unwrap();
+    let _ = compactor.join().unwrap();
+    closer.join().unwrap().unwrap();
+    assert!(
+        locked,
+        "the directory was unlocked while a compaction was running"
+    );
+    drop(db);
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    assert_matches(&db, &m, 0, "after close during compaction");
+}
