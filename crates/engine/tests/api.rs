@@ -347,12 +347,17 @@ fn expiry_at_time_zero_is_already_expired() {
     let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), fast_opts()).unwrap();
     db.set_with(b"a", b"1", WriteOptions::expire_at(0)).unwrap();
-    db.set_if(b"b", None, b"2", WriteOptions::expire_at(0)).unwrap();
+    db.set_if(b"b", None, b"2", WriteOptions::expire_at(0))
+        .unwrap();
     let mut batch = Batch::new();
     batch.put_with_expiry(b"c".to_vec(), b"3".to_vec(), Some(0));
     db.write(&batch).unwrap();
     for k in [b"a", b"b", b"c"] {
-        assert_eq!(db.get(k).unwrap(), None, "{k:?} expired at the epoch is visible");
+        assert_eq!(
+            db.get(k).unwrap(),
+            None,
+            "{k:?} expired at the epoch is visible"
+        );
     }
     assert_eq!(db.scan(..).count(), 0);
 }
