@@ -47,7 +47,11 @@ fn run(seed: u64, steps: usize) {
     let dir = tempfile::tempdir().unwrap();
     let clock = TestClock::new(1_000_000);
     let segment_size = [4096, 4096, 16 << 10, 1 << 20][rng.random_range(0..4)];
-    let opts = opts_with(&clock, segment_size);
+    let opts = cask_engine::Options {
+        // A quarter of the sequences never read or write hint files.
+        use_hint_files: rng.random_range(0..4) != 0,
+        ..opts_with(&clock, segment_size)
+    };
     let mut db = Db::open(dir.path(), opts.clone()).unwrap();
     if std::env::var("CASK_TRACE").is_ok() {
         eprintln!("segment_size {segment_size}");
