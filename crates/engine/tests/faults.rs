@@ -295,3 +295,39 @@ fn enospc_is_reported_as_storage_full() {
     assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
     assert_eq!(db.get(b"b").unwrap(), None);
 }
+
+/// A failed fsync in the interval thread poisons the database too: the writes it was
+/// meant to make durable were acknowledged already, and must not be followed by more.
+#[test]
+fn failed_interval_fsync_poisons() {
+    let dir = tempfile::tempdir().unwrap();
+    let vfs = FaultVfs::new();
+    let ctl = vfs.controller();
+    ctl.skip_syncs(true);
+    let opts = Options {
+        sync: SyncPolicy::Interval(std::time::Duration::from_millis(5)),
+        background_compaction: false,
+        vfs: Arc::new(vfs),
+        ..Options::default()
+    };
+    let db = Db::open(dir.path(), opts).unwrap();
+    db.set(b"a", b"1").unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(30));
+    ctl.arm(ctl.ops() + 1, Target::Syncs, Mode::Forever, EIO);
+    db.set(b"b", b"2").unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !db.is_poisoned() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the interval fsync never failed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    assert!(matches!(db.set(b"c", b"3"), Err(Error::Poisoned(_))));
+    assert!(matches!(db.sync(), Err(Error::Poisoned(_))));
+    assert_eq!(db.get(b"b").unwrap(), Some(b"2".to_vec()));
+    drop(db);
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(db.get(b"c").unwrap(), None);
+}
