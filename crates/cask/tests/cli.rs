@@ -881,3 +881,37 @@ fn get_adds_a_newline_only_on_a_terminal() {
     assert_eq!(o.stdout, b"v1\r\n");
     cask(tmp.path()).args(["get", "k"]).assert().stdout("v1");
 }
+
+/// `cask bench` measures every operation, reports it as JSON, and leaves no keys behind.
+#[test]
+fn bench_reports_json_and_cleans_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    cask(dir).args(["set", "mine", "kept"]).assert().success();
+    let out = cask(dir)
+        .args(["bench", "-n", "600", "-c", "3", "-r", "200", "--json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let report: serde_json::Value = serde_json::from_slice(&out).expect("bench prints JSON");
+    assert_eq!(report["mode"], "local");
+    let results = report["results"].as_array().expect("results");
+    let ops: Vec<&str> = results.iter().map(|r| r["op"].as_str().unwrap()).collect();
+    assert_eq!(ops, ["set", "get", "scan"]);
+    for r in results {
+        assert_eq!(r["requests"], 600, "{r}");
+        assert!(r["ops_per_sec"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["p50_us"].as_f64().unwrap() <= r["p99_us"].as_f64().unwrap(),
+            "{r}"
+        );
+    }
+    // The benchmark's keys are gone; the user's key is untouched.
+    cask(dir)
+        .args(["scan", "--keys-only"])
+        .assert()
+        .success()
+        .stdout("mine\n");
+}
