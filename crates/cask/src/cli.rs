@@ -15,6 +15,7 @@
 //!   says otherwise (`serve` sets up its own logging).
 
 mod admin;
+pub mod bench;
 mod dump;
 mod kv;
 mod progress;
@@ -68,6 +69,8 @@ pub enum Command {
     Dump,
     /// Read JSON lines as written by `dump` and store them.
     Load(LoadArgs),
+    /// Measure set/get/scan throughput and latency on the data directory or a server.
+    Bench(bench::BenchArgs),
 }
 
 /// Arguments of `cask get`.
@@ -192,6 +195,7 @@ pub fn main() -> ExitCode {
         Command::Check(args) => admin::check(dir, args),
         Command::Dump => dump::dump(dir),
         Command::Load(args) => dump::load(dir, args),
+        Command::Bench(args) => bench::run(dir, args),
     };
     match result {
         Ok(code) => code,

@@ -116,12 +116,13 @@ pub fn check(
             progress(done, total);
             continue;
         }
-        let (intact, problems) = walk(&data, &path, opts);
+        let (intact, mut problems) = walk(&data, &path, opts);
+        let intact = whole_batches(&data, &path, intact, &mut problems);
         report.records += intact.len() as u64;
         let damaged = !problems.is_empty();
         report.problems.extend(problems);
         if damaged && repair {
-            let mut out = segment::encode_header(id).to_vec();
+            let mut out = data[..SEGMENT_HEADER_LEN as usize].to_vec();
             for (start, end) in &intact {
                 out.extend_from_slice(&data[*start as usize..*end as usize]);
             }
@@ -189,71 +190,75 @@ fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Probl
             }
         }
     }
-    let intact = drop_broken_batches(data, path, intact, &mut problems);
     (intact, problems)
 }
 
-/// Removes batches that are no longer whole: operations without their commit record, or
-/// a commit whose operations were damaged. Opening refuses a commit that does not match
-/// its operations, and a batch is all or nothing, so neither part is salvageable.
-fn drop_broken_batches(
+/// Keeps a batch only when all of its operations and its commit survived: a commit whose
+/// operations were damaged would make recovery reject the segment, and a batch missing an
+/// operation must not half-apply. Dropped batches are reported as problems.
+fn whole_batches(
     data: &[u8],
     path: &Path,
     intact: Vec<(u64, u64)>,
     problems: &mut Vec<Problem>,
 ) -> Vec<(u64, u64)> {
     let mut kept = Vec::with_capacity(intact.len());
-    // Batch operations seen since the last commit: (start, end, seq).
-    let mut pending: Vec<(u64, u64, u64)> = Vec::new();
-    let mut broken = |from: u64, to: u64, reason: &str| {
-        problems.push(Problem {
-            path: path.to_owned(),
-            offset: from,
-            len: to - from,
-            reason: reason.into(),
-        });
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    let mut pending_seq = 0u64;
+    let header = |r: &(u64, u64)| {
+        Header::decode(
+            data[r.0 as usize..r.0 as usize + HEADER_LEN]
+                .try_into()
+                .expect("header"),
+        )
+        .expect("verified record")
     };
-    for (start, end) in intact {
-        let (s, e) = (start as usize, end as usize);
-        let h = Header::decode(data[s..s + HEADER_LEN].try_into().expect("header"))
-            .expect("a verified record has a valid header");
+    let drop_batch =
+        |pending: &mut Vec<(u64, u64)>, commit: Option<(u64, u64)>, problems: &mut Vec<Problem>| {
+            let Some(first) = pending.first().copied().or(commit) else {
+                return;
+            };
+            let end = commit.or(pending.last().copied()).map_or(first.1, |r| r.1);
+            problems.push(Problem {
+                path: path.to_owned(),
+                offset: first.0,
+                len: end - first.0,
+                reason: "incomplete batch (an operation or its commit was damaged): dropped whole"
+                    .into(),
+            });
+            pending.clear();
+        };
+    for r in intact {
+        let h = header(&r);
         match h.kind {
             Kind::BatchPut | Kind::BatchDelete => {
-                if let Some(&(from, _, seq)) = pending.first()
-                    && seq != h.seq
-                {
-                    broken(from, start, "batch operations without their commit record");
-                    pending.clear();
+                if !pending.is_empty() && h.seq != pending_seq {
+                    drop_batch(&mut pending, None, problems);
                 }
-                pending.push((start, end, h.seq));
+                pending_seq = h.seq;
+                pending.push(r);
             }
             Kind::BatchCommit => {
-                let count = (h.value_len == 4)
-                    .then(|| u32::from_le_bytes(data[e - 4..e].try_into().expect("4 bytes")));
-                if count == Some(pending.len() as u32) && pending.iter().all(|p| p.2 == h.seq) {
-                    kept.extend(pending.drain(..).map(|(a, b, _)| (a, b)));
-                    kept.push((start, end));
+                let start = HEADER_LEN + h.key_len as usize;
+                let count =
+                    segment::commit_count(&data[r.0 as usize + start..r.1 as usize]) as usize;
+                if !pending.is_empty() && pending_seq == h.seq && pending.len() == count {
+                    kept.append(&mut pending);
+                    kept.push(r);
                 } else {
-                    let from = pending.first().map_or(start, |p| p.0);
-                    broken(from, end, "batch commit does not match its operations");
-                    pending.clear();
+                    drop_batch(&mut pending, Some(r), problems);
                 }
             }
             Kind::Put | Kind::Delete => {
-                if let Some(&(from, _, _)) = pending.first() {
-                    broken(from, start, "batch operations without their commit record");
-                    pending.clear();
+                if !pending.is_empty() {
+                    drop_batch(&mut pending, None, problems);
                 }
-                kept.push((start, end));
+                kept.push(r);
             }
         }
     }
-    if let Some(&(from, _, _)) = pending.first() {
-        broken(
-            from,
-            data.len() as u64,
-            "batch operations without their commit record",
-        );
+    if !pending.is_empty() {
+        drop_batch(&mut pending, None, problems);
     }
     kept
 }

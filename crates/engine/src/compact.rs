@@ -406,8 +406,10 @@ impl Db {
             let tmp_path = final_path.with_extension("seg.tmp");
             let file = inner.opts.vfs.open(&tmp_path, true)?;
             file.set_len(0)?;
-            file.write_all_at(&segment::encode_header(id), 0)?;
+            let compacted_at = (self.now_ms() / 1000).clamp(1, u32::MAX as u64) as u32;
+            file.write_all_at(&segment::encode_header(id, compacted_at), 0)?;
             let seg = Segment::new(id, tmp_path.clone(), file, SEGMENT_HEADER_LEN);
+            seg.compacted_at.store(compacted_at, Ordering::Relaxed);
             debug!(segment = id, "compaction output started");
             outputs.push(Output {
                 seg,

@@ -936,20 +936,36 @@ impl Inner {
                     id: s.id,
                     bytes,
                     live_bytes,
-                    dead_bytes: bytes - live_bytes,
+                    dead_bytes: bytes
+                        .saturating_sub(SEGMENT_HEADER_LEN)
+                        .saturating_sub(live_bytes),
                     active: Some(s.id) == active,
                     has_hint: self.opts.vfs.open_read(&hint_path(&self.dir, s.id)).is_ok(),
+                    compacted_at: (s.compacted_at.load(Ordering::Relaxed) != 0)
+                        .then(|| s.compacted_at.load(Ordering::Relaxed) as u64 * 1000),
                 }
             })
             .collect();
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let live_bytes = segments.iter().map(|s| s.live_bytes).sum();
-        let last = self.counters.last_compaction_ms.load(Ordering::Relaxed);
+        let dead_bytes = segments.iter().map(|s| s.dead_bytes).sum();
+        // Compactions of earlier runs are known from the headers of the segments they wrote.
+        let last = self
+            .counters
+            .last_compaction_ms
+            .load(Ordering::Relaxed)
+            .max(
+                segments
+                    .iter()
+                    .filter_map(|s| s.compacted_at)
+                    .max()
+                    .unwrap_or(0),
+            );
         Stats {
             keys,
             total_bytes,
             live_bytes,
-            dead_bytes: total_bytes - live_bytes,
+            dead_bytes,
             seq,
             sync: self.opts.sync,
             segments,
@@ -1128,6 +1144,8 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segment::check_header(&path, id, &header)?;
         let seg = Segment::new(id, path.clone(), file, len);
+        seg.compacted_at
+            .store(segment::header_compacted_at(&header), Ordering::Relaxed);
         let mut from_hint = false;
         if opts.use_hint_files && hint_ids.contains(&id) {
             let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {

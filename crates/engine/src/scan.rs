@@ -12,7 +12,10 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::keydir::Entry;
 
-const CHUNK: usize = 256;
+/// Entries copied by the first chunk; each later chunk doubles, up to [`MAX_CHUNK`], so short
+/// scans stay cheap and long ones take the lock rarely.
+const FIRST_CHUNK: usize = 16;
+const MAX_CHUNK: usize = 1024;
 
 /// An ordered iterator of `(key, value)` pairs; see [`Db::scan`].
 #[derive(Debug)]
@@ -23,6 +26,7 @@ pub struct Scan {
     reverse: bool,
     pending: VecDeque<(Vec<u8>, Entry)>,
     exhausted: bool,
+    chunk: usize,
 }
 
 impl Scan {
@@ -34,6 +38,7 @@ impl Scan {
             reverse: false,
             pending: VecDeque::new(),
             exhausted: false,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -71,17 +76,18 @@ impl Scan {
             }
         };
         if self.reverse {
-            for (k, e) in range.rev().take(CHUNK) {
+            for (k, e) in range.rev().take(self.chunk) {
                 push(k.as_slice(), e);
             }
         } else {
-            for (k, e) in range.take(CHUNK) {
+            for (k, e) in range.take(self.chunk) {
                 push(k.as_slice(), e);
             }
         }
         drop(kd);
         match last {
-            Some(k) if taken == CHUNK => {
+            Some(k) if taken == self.chunk => {
+                self.chunk = (self.chunk * 2).min(MAX_CHUNK);
                 if self.reverse {
                     self.hi = Bound::Excluded(k);
                 } else {

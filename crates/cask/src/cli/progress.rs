@@ -18,6 +18,13 @@ impl Progress {
         )
     }
 
+    /// A bar counting `total` operations.
+    pub fn count(what: &str, total: u64) -> Self {
+        let p = Self::with_template(what, "{msg:6} [{bar:40}] {pos}/{len} ({per_sec}, {eta})");
+        p.update(0, total);
+        p
+    }
+
     /// A bar counting items when the total is unknown (a spinner with a count).
     pub fn items(what: &str) -> Self {
         if !std::io::stderr().is_terminal() {
