@@ -95,6 +95,12 @@ fn build_state(dir: &Path) -> Model {
 /// expire while the database is open (the keydir still holds them when compaction runs);
 /// otherwise they are already expired at open (recovery drops them from the keydir).
 fn crash_during_compaction(expire_while_open: bool) {
+    crash_or_power_loss_during_compaction(expire_while_open, false);
+}
+
+/// As [`crash_during_compaction`], with a power loss (torn writeback of unsynced appends)
+/// after the crash: what compaction relied on must have been fsynced.
+fn crash_or_power_loss_during_compaction(expire_while_open: bool, power_loss: bool) {
     let src = tempfile::tempdir().unwrap();
     let m = build_state(src.path());
     let mut completed = false;
@@ -105,6 +111,9 @@ fn crash_during_compaction(expire_while_open: bool) {
         let vfs = FaultVfs::new();
         let ctl = vfs.controller();
         ctl.skip_syncs(true);
+        if power_loss {
+            ctl.track_durability(work.path()).unwrap();
+        }
         let opts = Options {
             vfs: Arc::new(vfs),
             ..opts_with(&clock, 4096)
@@ -117,7 +126,12 @@ fn crash_during_compaction(expire_while_open: bool) {
         let res = db.compact();
         let crashed = ctl.triggered() > 0;
         drop(db);
-        let ctx = format!("expire_while_open={expire_while_open}, crash at op {n}");
+        if power_loss {
+            ctl.power_loss_torn(work.path(), n).unwrap();
+        }
+        let ctx = format!(
+            "expire_while_open={expire_while_open}, power_loss={power_loss}, crash at op {n}"
+        );
         if crashed {
             assert!(res.is_err(), "{ctx}: compaction reported success: {res:?}");
         } else {
@@ -155,6 +169,12 @@ fn crash_at_every_step_of_compaction_expired_at_open() {
 #[test]
 fn crash_at_every_step_of_compaction_expiring_while_open() {
     crash_during_compaction(true);
+}
+
+#[test]
+fn power_loss_at_every_step_of_compaction() {
+    crash_or_power_loss_during_compaction(false, true);
+    crash_or_power_loss_during_compaction(true, true);
 }
 
 /// Regression: recovery drops expired keys from the keydir; a compaction of only the
