@@ -58,8 +58,8 @@ struct Cli {
     /// Writer threads for the group-commit workload, comma separated.
     #[arg(long, default_value = "1,2,4,8")]
     gc_threads: String,
-    /// Duration of each group-commit measurement, in milliseconds.
-    #[arg(long, default_value_t = 1000)]
+    /// Duration of each group-commit slice, in milliseconds (2 x --repeat slices per engine).
+    #[arg(long, default_value_t = 400)]
     gc_ms: u64,
     /// Where the databases are created (a fresh subdirectory per run, removed after).
     #[arg(long, default_value = "target/bench-data")]
@@ -177,11 +177,7 @@ fn run(cli: Cli) -> Res<()> {
     let removed: Vec<Vec<u8>> = bulk[..cli.n / 2].iter().map(|(k, _)| k.clone()).collect();
 
     let mut res = Results::default();
-    let fsync_dir = tempfile::tempdir_in(&data_dir)?;
     for rep in 0..cli.repeat {
-        // The physical limit: one write + fdatasync of a record-sized buffer.
-        let p50 = raw_fdatasync_p50(fsync_dir.path(), 200)?;
-        res.add("raw write+fdatasync p50", "us", Better::Lower, "raw", p50);
         for &k in &kinds {
             eprintln!("[{rep}] {}: suite", k.name());
             let dir = tempfile::tempdir_in(&data_dir)?;
@@ -221,30 +217,9 @@ fn run(cli: Cli) -> Res<()> {
                 hwm / 1024.0,
             );
             drop(dir);
-            for &t in &gc_threads {
-                eprintln!("[{rep}] {}: group commit x{t}", k.name());
-                let dir = tempfile::tempdir_in(&data_dir)?;
-                let (ops, p50) = group_commit(k, dir.path(), t, Duration::from_millis(cli.gc_ms))?;
-                res.add(
-                    &format!("durable writes, {t} threads"),
-                    "ops/s",
-                    Better::Higher,
-                    k.name(),
-                    ops,
-                );
-                if k == Kind::Cask {
-                    res.add(
-                        &format!("cask p50 latency, {t} threads"),
-                        "us",
-                        Better::Lower,
-                        "cask",
-                        p50,
-                    );
-                }
-                drop(dir);
-            }
         }
     }
+    group_commit_phase(&cli, &kinds, &gc_threads, &data_dir, &mut res)?;
     let fs = report::filesystem_of(&data_dir);
     let elapsed = started.elapsed();
     eprintln!("done in {:.0} s", elapsed.as_secs_f64());
@@ -457,35 +432,105 @@ fn suite(
     Ok(())
 }
 
-/// Median of `n` write + fdatasync pairs of a 200-byte record appended to one file, in us.
-fn raw_fdatasync_p50(dir: &Path, n: usize) -> Res<f64> {
+/// The group-commit workload. All engines stay open; for each thread count, short slices
+/// of each engine and of the raw `write + fdatasync` probe alternate, `2 x --repeat` rounds,
+/// so that the disk's changing fsync latency (it is shared) hits every engine alike.
+fn group_commit_phase(
+    cli: &Cli,
+    kinds: &[Kind],
+    gc_threads: &[usize],
+    data_dir: &Path,
+    res: &mut Results,
+) -> Res<()> {
+    let mut dirs = Vec::new();
+    let mut dbs = Vec::new();
+    for &k in kinds {
+        let dir = tempfile::tempdir_in(data_dir)?;
+        dbs.push((k, engines::open(k, dir.path())?));
+        dirs.push(dir);
+    }
+    let raw_dir = tempfile::tempdir_in(data_dir)?;
+    let slice = Duration::from_millis(cli.gc_ms);
+    for &t in gc_threads {
+        let mut cask_lat = Vec::new();
+        let mut raw_lat = Vec::new();
+        for round in 0..cli.repeat * 2 {
+            eprintln!("group commit x{t}, round {round}");
+            for (k, db) in &dbs {
+                let (ops, lat) = group_commit(db.as_ref(), t, slice)?;
+                res.add(
+                    &format!("durable writes, {t} threads"),
+                    "ops/s",
+                    Better::Higher,
+                    k.name(),
+                    ops,
+                );
+                if *k == Kind::Cask {
+                    cask_lat.extend(lat);
+                }
+            }
+            let (ops, lat) = raw_fdatasync(raw_dir.path(), slice)?;
+            res.add(
+                &format!("durable writes, {t} threads"),
+                "ops/s",
+                Better::Higher,
+                "raw",
+                ops,
+            );
+            raw_lat.extend(lat);
+        }
+        let name = format!("p50 durable write latency, {t} threads");
+        res.add(
+            &name,
+            "us",
+            Better::Lower,
+            "cask",
+            report::median(&mut cask_lat),
+        );
+        res.add(
+            &name,
+            "us",
+            Better::Lower,
+            "raw",
+            report::median(&mut raw_lat),
+        );
+    }
+    for (_, db) in dbs {
+        db.close()?;
+    }
+    Ok(())
+}
+
+/// One thread appending a 200-byte record + `fdatasync` to one file for `dur`: the physical
+/// limit of a durable write on this disk. Returns (ops/s, latencies in us).
+fn raw_fdatasync(dir: &Path, dur: Duration) -> Res<(f64, Vec<f64>)> {
     let path = dir.join("fsync-probe");
-    let mut f = std::fs::File::create(&path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
     let buf = [0x5au8; 200];
-    let mut lat = Vec::with_capacity(n);
-    for _ in 0..n {
+    let mut lat = Vec::new();
+    let t0 = Instant::now();
+    while t0.elapsed() < dur {
         let t = Instant::now();
         f.write_all(&buf)?;
         f.sync_data()?;
         lat.push(t.elapsed().as_secs_f64() * 1e6);
     }
-    drop(f);
-    std::fs::remove_file(&path)?;
-    Ok(report::median(&mut lat))
+    Ok((lat.len() as f64 / t0.elapsed().as_secs_f64(), lat))
 }
 
-/// `threads` writers doing durable single writes for `dur`; returns (ops/s, p50 latency us).
-fn group_commit(k: Kind, dir: &Path, threads: usize, dur: Duration) -> Res<(f64, f64)> {
-    let db = engines::open(k, dir)?;
+/// `threads` writers doing durable single writes for `dur`; returns (ops/s, latencies in us).
+fn group_commit(db: &dyn engines::Engine, threads: usize, dur: Duration) -> Res<(f64, Vec<f64>)> {
     let stop = AtomicBool::new(false);
     let t0 = Instant::now();
     let lats: Vec<Vec<f64>> = std::thread::scope(|s| -> Res<Vec<Vec<f64>>> {
         let handles: Vec<_> = (0..threads)
             .map(|tid| {
-                let db = &db;
                 let stop = &stop;
                 s.spawn(move || -> Res<Vec<f64>> {
-                    let mut rng = StdRng::seed_from_u64(100 + tid as u64);
+                    let mut rng = StdRng::seed_from_u64(rand::random::<u64>() ^ tid as u64);
                     let mut lat = Vec::new();
                     let mut k = [0u8; KEY_LEN];
                     let mut v = [0u8; VALUE_LEN];
@@ -508,10 +553,8 @@ fn group_commit(k: Kind, dir: &Path, threads: usize, dur: Duration) -> Res<(f64,
             .collect()
     })?;
     let elapsed = t0.elapsed().as_secs_f64();
-    db.close()?;
-    let mut all: Vec<f64> = lats.into_iter().flatten().collect();
-    let ops = all.len() as f64 / elapsed;
-    Ok((ops, report::median(&mut all)))
+    let all: Vec<f64> = lats.into_iter().flatten().collect();
+    Ok((all.len() as f64 / elapsed, all))
 }
 
 fn child_cmd(sub: &str, k: Kind, dir: &Path, n: usize) -> Res<Command> {
