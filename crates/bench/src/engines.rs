@@ -76,6 +76,10 @@ pub trait Engine: Send + Sync {
     fn compact(&mut self) -> Res<bool>;
     /// Closes cleanly (flushing whatever the engine flushes on close).
     fn close(self: Box<Self>) -> Res<()>;
+    /// The engine's own account of its space, if it keeps one.
+    fn describe(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens (or creates) the database of `kind` in `dir`.
@@ -148,6 +152,26 @@ impl Engine for CaskDb {
     fn close(self: Box<Self>) -> Res<()> {
         self.0.close()?;
         Ok(())
+    }
+    fn describe(&self) -> Option<String> {
+        let s = self.0.stats();
+        let hints: u64 = std::fs::read_dir(self.0.dir())
+            .ok()?
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("hint"))
+            .filter_map(|e| e.metadata().ok())
+            .map(|m| m.len())
+            .sum();
+        Some(format!(
+            "after compaction: {} keys, segments {:.1} MiB (live {:.1} MiB, dead {:.1} MiB), \
+             hint files {:.1} MiB, {} segments",
+            s.keys,
+            s.total_bytes as f64 / 1048576.0,
+            s.live_bytes as f64 / 1048576.0,
+            s.dead_bytes as f64 / 1048576.0,
+            hints as f64 / 1048576.0,
+            s.segments.len()
+        ))
     }
 }
 
