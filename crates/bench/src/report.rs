@@ -175,7 +175,7 @@ pub fn markdown(
          memory it is peer ÷ cask (\"redb/cask 1.8x\" = redb takes 1.8x as long as cask); for \
          throughput it is cask ÷ peer. **> 1x: cask wins; < 1x: the peer wins.**\n\n",
     );
-    s.push_str("Durability: cask `SyncPolicy::Always` (background compaction off, `compact()` called explicitly); redb `Durability::Immediate` on every write transaction; fjall `PersistMode::SyncAll` (batch durability, or `persist` after a single insert); sled 0.34.7 `flush()` after each durable operation. Every write workload returns only once its data is fsynced, except reads, obviously.\n\n");
+    s.push_str("Durability: cask `SyncPolicy::Always` (background compaction off, `compact()` called explicitly); redb `Durability::Immediate` on every write transaction; fjall `PersistMode::SyncAll` (batch durability, or `persist` after a single insert); sled 0.34.7 `flush()` after each durable operation. Every write workload returns only once the engine reports its data durable. Caveat: on Linux sled 0.34's `flush()` makes its log durable with `sync_file_range(WAIT_BEFORE|WRITE|WAIT_AFTER)` (sled-0.34.7/src/pagecache/iobuf.rs), which neither flushes the device's write cache nor commits file metadata, so sled's durable-write numbers are not fsync-equivalent. fjall's compaction is `Keyspace::rotate_memtable_and_wait` + `major_compact` (a `#[doc(hidden)]` method); sled 0.34 has none. Disk sizes are allocated blocks (`st_blocks` x 512) of the whole directory.\n\n");
     s.push_str("## Machine\n\n");
     s.push_str(&machine());
     s.push_str(&format!("\n- data directory file system: {fs}\n"));
