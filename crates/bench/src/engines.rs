@@ -25,6 +25,8 @@ pub enum Kind {
     Fjall,
     /// sled 0.34, `flush()` after each durable operation.
     Sled,
+    /// RocksDB (only with the `rocksdb` cargo feature), `sync = true` writes.
+    Rocksdb,
 }
 
 impl Kind {
@@ -35,6 +37,7 @@ impl Kind {
             Kind::Redb => "redb",
             Kind::Fjall => "fjall",
             Kind::Sled => "sled",
+            Kind::Rocksdb => "rocksdb",
         }
     }
 
@@ -45,6 +48,7 @@ impl Kind {
             "redb" => Some(Kind::Redb),
             "fjall" => Some(Kind::Fjall),
             "sled" => Some(Kind::Sled),
+            "rocksdb" => Some(Kind::Rocksdb),
             _ => None,
         }
     }
@@ -90,6 +94,10 @@ pub fn open(kind: Kind, dir: &Path) -> Res<Box<dyn Engine>> {
         Kind::Redb => Box::new(RedbDb::open(dir)?),
         Kind::Fjall => Box::new(FjallDb::open(dir)?),
         Kind::Sled => Box::new(SledDb::open(dir)?),
+        #[cfg(feature = "rocksdb")]
+        Kind::Rocksdb => Box::new(rocks::RocksDb::open(dir)?),
+        #[cfg(not(feature = "rocksdb"))]
+        Kind::Rocksdb => return Err("built without the `rocksdb` cargo feature".into()),
     })
 }
 
@@ -388,5 +396,94 @@ impl Engine for SledDb {
         self.0.flush()?;
         drop(self);
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------- rocksdb
+
+#[cfg(feature = "rocksdb")]
+mod rocks {
+    use super::{Engine, Kv, Reader, Res};
+    use std::path::Path;
+
+    pub struct RocksDb(rocksdb::DB);
+
+    impl RocksDb {
+        pub fn open(dir: &Path) -> Res<Self> {
+            let mut opts = rocksdb::Options::default();
+            opts.create_if_missing(true);
+            Ok(RocksDb(rocksdb::DB::open(&opts, dir)?))
+        }
+        fn sync_opts() -> rocksdb::WriteOptions {
+            let mut w = rocksdb::WriteOptions::default();
+            w.set_sync(true);
+            w
+        }
+    }
+
+    impl Reader for RocksDb {
+        fn get(&self, key: &[u8]) -> Res<usize> {
+            Ok(self.0.get_pinned(key)?.map_or(0, |v| v.len()))
+        }
+        fn range(&self, start: &[u8], n: usize) -> Res<usize> {
+            let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
+            let mut bytes = 0;
+            for item in self.0.iterator(mode).take(n) {
+                bytes += item?.1.len();
+            }
+            Ok(bytes)
+        }
+    }
+
+    impl Engine for RocksDb {
+        fn bulk_load(&self, kvs: &[Kv]) -> Res<()> {
+            let mut b = rocksdb::WriteBatch::default();
+            for (k, v) in kvs {
+                b.put(k, v);
+            }
+            self.0.write_opt(b, &Self::sync_opts())?;
+            Ok(())
+        }
+        fn put_durable(&self, key: &[u8], value: &[u8]) -> Res<()> {
+            self.0.put_opt(key, value, &Self::sync_opts())?;
+            Ok(())
+        }
+        fn remove_durable(&self, keys: &[Vec<u8>]) -> Res<()> {
+            let mut b = rocksdb::WriteBatch::default();
+            for k in keys {
+                b.delete(k);
+            }
+            self.0.write_opt(b, &Self::sync_opts())?;
+            Ok(())
+        }
+        fn reader(&self) -> Res<Box<dyn Reader + '_>> {
+            Ok(Box::new(RocksRef(&self.0)))
+        }
+        fn compact(&mut self) -> Res<bool> {
+            self.0.flush()?;
+            self.0.compact_range(None::<&[u8]>, None::<&[u8]>);
+            Ok(true)
+        }
+        fn close(self: Box<Self>) -> Res<()> {
+            self.0.flush()?;
+            drop(self);
+            Ok(())
+        }
+    }
+
+    struct RocksRef<'a>(&'a rocksdb::DB);
+
+    impl Reader for RocksRef<'_> {
+        fn get(&self, key: &[u8]) -> Res<usize> {
+            Ok(self.0.get_pinned(key)?.map_or(0, |v| v.len()))
+        }
+        fn range(&self, start: &[u8], n: usize) -> Res<usize> {
+            let mode = rocksdb::IteratorMode::From(start, rocksdb::Direction::Forward);
+            let mut bytes = 0;
+            for item in self.0.iterator(mode).take(n) {
+                bytes += item?.1.len();
+            }
+            Ok(bytes)
+        }
     }
 }
