@@ -4,6 +4,13 @@
 //! Every engine runs the same suite in turn, the whole rotation is repeated `--repeat`
 //! times, and the report gives medians and ratios to cask, so that noise from a shared
 //! machine hits every engine alike. See `docs/BENCHMARKS-embedded.md` for a run.
+//!
+//! ```sh
+//! cargo run --release -p cask-bench -- --n 100000 --engines cask,redb,fjall,sled --repeat 3
+//! ```
+//!
+//! RocksDB is a fifth engine behind the off-by-default `rocksdb` feature (system
+//! `librocksdb-dev` + `libclang-dev`, `ROCKSDB_LIB_DIR=/usr/lib/x86_64-linux-gnu`).
 
 mod engines;
 mod report;
