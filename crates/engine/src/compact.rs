@@ -138,13 +138,16 @@ impl Db {
             .map(|s| s.min_seq.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
-        // The newest record on disk must survive, or the sequence number (every key's
-        // version) would go back after a reopen and versions would be handed out twice.
+        // One record carrying the newest sequence number on disk must survive, or the
+        // sequence number (every key's version) would go back after a reopen and versions
+        // would be handed out twice. A batch shares one sequence number: one of its records
+        // is enough.
         let top = all
             .iter()
             .map(|s| s.max_seq.load(Ordering::Relaxed))
             .max()
             .unwrap_or(0);
+        let mut top_kept = false;
         let bytes_total: u64 = inputs.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
         let mut report = CompactionReport {
             segments_in: inputs.len(),
@@ -185,7 +188,7 @@ impl Db {
                                 self.consider(
                                     seg,
                                     b,
-                                    (floor, top),
+                                    (floor, top, &mut top_kept),
                                     now,
                                     &mut outputs,
                                     &mut moved,
@@ -198,7 +201,7 @@ impl Db {
                             self.consider(
                                 seg,
                                 r,
-                                (floor, top),
+                                (floor, top, &mut top_kept),
                                 now,
                                 &mut outputs,
                                 &mut moved,
@@ -326,7 +329,7 @@ impl Db {
         &self,
         seg: &Segment,
         r: segment::Scanned,
-        (floor, top): (u64, u64),
+        (floor, top, top_kept): (u64, u64, &mut bool),
         now: u64,
         outputs: &mut Vec<Output>,
         moved: &mut Vec<Moved>,
@@ -336,7 +339,13 @@ impl Db {
         let from = (seg.id, r.offset);
         let current = self.inner.keydir.read().map.get(r.key.as_slice()).copied();
         let is_live = current.is_some_and(|e| e.loc() == from);
-        let droppable_tombstone = h.seq < floor && h.seq < top;
+        let holds_top = h.seq == top && !*top_kept;
+        let droppable_tombstone = h.seq < floor && !holds_top;
+        let kept_before = report.records_kept;
+        let out_before: u64 = outputs
+            .iter()
+            .map(|o| o.seg.len.load(Ordering::Relaxed) + o.buf.len() as u64)
+            .sum();
         if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
             let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
             moved.push(Moved {
@@ -374,6 +383,13 @@ impl Db {
             report.records_kept += 1;
         } else {
             report.records_dropped += 1;
+        }
+        let out_after: u64 = outputs
+            .iter()
+            .map(|o| o.seg.len.load(Ordering::Relaxed) + o.buf.len() as u64)
+            .sum();
+        if h.seq == top && (report.records_kept > kept_before || out_after > out_before) {
+            *top_kept = true;
         }
         Ok(())
     }
