@@ -236,6 +236,13 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
         local_addr,
         bgsave_running: Arc::new(AtomicBool::new(false)),
     });
+    let mut signals = match shutdown::Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("cask: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // The line tests and scripts wait for.
     eprintln!("cask: listening on {local_addr}");
     tracing::info!(%local_addr, "listening");
@@ -244,7 +251,7 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::select! {
         () = accept_loop(&listener, &shared, &notify_shutdown, &done_tx) => {}
-        reason = shutdown::signal(&shared) => {
+        reason = signals.wait(&shared) => {
             tracing::info!(reason, "shutting down");
         }
     }
