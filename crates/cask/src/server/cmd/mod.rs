@@ -206,6 +206,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("bgsave", -1, A, 0, 0, 0, plain server::bgsave),
     spec!("bgrewriteaof", 1, A, 0, 0, 0, plain server::bgrewriteaof),
     spec!("shutdown", -1, A, 0, 0, 0, special server::shutdown),
+    spec!("function", -2, &["noscript"], 0, 0, 0, plain server::function),
     // Strings.
     spec!("get", 2, R, 1, 1, 1, plain strings::get),
     spec!("set", -3, WD, 1, 1, 1, plain strings::set),

@@ -404,3 +404,16 @@ pub fn shutdown(_ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
     }
     Ok(Outcome::Shutdown)
 }
+
+/// FUNCTION FLUSH [ASYNC|SYNC] | LIST: cask has no scripting, so there are never functions.
+pub fn function(_ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    let sub = &args[0];
+    if is(sub, "FLUSH") {
+        flush_mode(&args[1..])?;
+        Ok(Frame::ok())
+    } else if is(sub, "LIST") {
+        Ok(Frame::Array(vec![]))
+    } else {
+        Err(CmdError::unknown_subcommand(sub, "function"))
+    }
+}
