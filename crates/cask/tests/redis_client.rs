@@ -76,6 +76,21 @@ fn string_commands() {
     assert_eq!(nx, None);
     assert!(c.set_nx::<_, _, bool>("fresh", "1").unwrap());
     assert_eq!(c.del::<_, i64>(&["b", "fresh", "nope"]).unwrap(), 2);
+    // Bits, most significant first.
+    assert!(!c.setbit::<_, bool>("bits", 7, true).unwrap());
+    assert!(c.getbit::<_, bool>("bits", 7).unwrap());
+    assert!(!c.getbit::<_, bool>("bits", 100).unwrap());
+    assert_eq!(c.get::<_, Vec<u8>>("bits").unwrap(), [1u8]);
+    let err: RedisResult<i64> = redis::cmd("SETBIT")
+        .arg("bits")
+        .arg(-1)
+        .arg(1)
+        .query(&mut c);
+    assert!(
+        err.unwrap_err()
+            .to_string()
+            .contains("bit offset is not an integer")
+    );
     // Binary keys and values.
     let key = [0u8, 255, b'\r', b'\n'];
     let _: () = c.set(&key[..], &key[..]).unwrap();

@@ -117,6 +117,9 @@ pub struct Shared {
     pub local_addr: SocketAddr,
     /// Whether a BGSAVE is running.
     pub bgsave_running: Arc<AtomicBool>,
+    /// Redis's in-memory encoding thresholds: accepted by CONFIG SET, reported by CONFIG
+    /// GET, and without effect (cask stores every element as its own record).
+    pub tunables: Mutex<BTreeMap<String, String>>,
 }
 
 impl Shared {
@@ -235,6 +238,7 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
         shutdown_requested: Notify::new(),
         local_addr,
         bgsave_running: Arc::new(AtomicBool::new(false)),
+        tunables: Mutex::new(cmd::server::default_tunables()),
     });
     let mut signals = match shutdown::Signals::install() {
         Ok(s) => s,

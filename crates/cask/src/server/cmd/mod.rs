@@ -229,6 +229,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("getrange", 4, &["readonly"], 1, 1, 1, plain strings::getrange),
     spec!("substr", 4, &["readonly"], 1, 1, 1, plain strings::getrange),
     spec!("setrange", 4, WD, 1, 1, 1, plain strings::setrange),
+    spec!("setbit", 4, WD, 1, 1, 1, plain strings::setbit),
+    spec!("getbit", 3, R, 1, 1, 1, plain strings::getbit),
     // Keys.
     spec!("del", -2, W, 1, -1, 1, plain keys::del),
     spec!("unlink", -2, W, 1, -1, 1, plain keys::del),

@@ -174,7 +174,40 @@ pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     Ok(Frame::Verbatim(text.into()))
 }
 
-fn config_params(sh: &Shared) -> Vec<(&'static str, String)> {
+/// Redis's encoding thresholds, which cask accepts and ignores, with Redis's defaults.
+pub fn default_tunables() -> std::collections::BTreeMap<String, String> {
+    [
+        ("hash-max-listpack-entries", "128"),
+        ("hash-max-listpack-value", "64"),
+        ("hash-max-ziplist-entries", "128"),
+        ("hash-max-ziplist-value", "64"),
+        ("list-max-listpack-size", "-2"),
+        ("list-max-ziplist-size", "-2"),
+        ("list-compress-depth", "0"),
+        ("set-max-intset-entries", "512"),
+        ("set-max-listpack-entries", "128"),
+        ("set-max-listpack-value", "64"),
+        ("zset-max-listpack-entries", "128"),
+        ("zset-max-listpack-value", "64"),
+        ("zset-max-ziplist-entries", "128"),
+        ("zset-max-ziplist-value", "64"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect()
+}
+
+fn config_params(sh: &Shared) -> Vec<(String, String)> {
+    let mut params: Vec<(String, String)> = fixed_params(sh)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    let tunables = sh.tunables.lock().unwrap_or_else(|e| e.into_inner());
+    params.extend(tunables.iter().map(|(k, v)| (k.clone(), v.clone())));
+    params
+}
+
+fn fixed_params(sh: &Shared) -> Vec<(&'static str, String)> {
     let stats_sync = sh.store.db.options().sync;
     let (aof, fsync) = appendfsync(&stats_sync);
     let l = &sh.config.limits;
@@ -239,7 +272,15 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
                     .requirepass
                     .write()
                     .unwrap_or_else(|e| e.into_inner()) = (!pw.is_empty()).then_some(pw);
-            } else if config_params(ctx.shared)
+            } else if let Some(v) = ctx
+                .shared
+                .tunables
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&String::from_utf8_lossy(name).to_ascii_lowercase())
+            {
+                *v = String::from_utf8_lossy(&pair[1]).into_owned();
+            } else if fixed_params(ctx.shared)
                 .iter()
                 .any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name))
             {

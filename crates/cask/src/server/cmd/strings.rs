@@ -1,5 +1,5 @@
 //! String commands: GET SET SETNX SETEX PSETEX MGET MSET MSETNX GETSET GETDEL GETEX APPEND
-//! STRLEN INCR DECR INCRBY DECRBY INCRBYFLOAT GETRANGE SUBSTR SETRANGE.
+//! STRLEN INCR DECR INCRBY DECRBY INCRBYFLOAT GETRANGE SUBSTR SETRANGE SETBIT GETBIT.
 //!
 //! Every write holds the key's stripe lock across its read and its write, so concurrent
 //! INCRs never lose an update. Commands that modify a value in place (APPEND, INCR,
@@ -443,4 +443,59 @@ pub fn setrange(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let at = current_expiry(ctx, key)?;
     write_string(ctx, key, &v, at)?;
     Ok(Frame::Integer(v.len() as i64))
+}
+
+fn bit_offset(ctx: &Ctx<'_>, arg: &[u8]) -> CmdResult<u64> {
+    let bad = || CmdError::err("bit offset is not an integer or out of range");
+    let off = parse_i64(arg).ok_or_else(bad)?;
+    if off < 0 || (off as u64 >> 3) >= ctx.shared.config.limits.max_bulk_len {
+        return Err(bad());
+    }
+    Ok(off as u64)
+}
+
+/// SETBIT key offset 0|1
+pub fn setbit(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    let key = &args[0];
+    let offset = bit_offset(ctx, &args[1])?;
+    let on = match &args[2][..] {
+        b"1" => true,
+        b"0" => false,
+        _ => return Err(CmdError::err("bit is not an integer or out of range")),
+    };
+    let db = ctx.db();
+    let _lock = ctx.shared.store.lock(db, &[key]);
+    let mut v = ctx
+        .store()
+        .get_string(db, key)?
+        .map(|b| b.to_vec())
+        .unwrap_or_default();
+    let byte = (offset >> 3) as usize;
+    let mask = 1u8 << (7 - (offset & 7));
+    if v.len() <= byte {
+        v.resize(byte + 1, 0);
+    }
+    let old = v[byte] & mask != 0;
+    if on {
+        v[byte] |= mask;
+    } else {
+        v[byte] &= !mask;
+    }
+    let at = current_expiry(ctx, key)?;
+    write_string(ctx, key, &v, at)?;
+    Ok(Frame::Integer(i64::from(old)))
+}
+
+/// GETBIT key offset
+pub fn getbit(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    let offset = bit_offset(ctx, &args[1])?;
+    let v = ctx
+        .store()
+        .get_string(ctx.db(), &args[0])?
+        .unwrap_or_default();
+    let byte = (offset >> 3) as usize;
+    let bit = v
+        .get(byte)
+        .is_some_and(|b| b & (1u8 << (7 - (offset & 7))) != 0);
+    Ok(Frame::Integer(i64::from(bit)))
 }
