@@ -91,6 +91,23 @@ fn string_commands() {
             .to_string()
             .contains("bit offset is not an integer")
     );
+    // LCS, as in Redis's documentation.
+    let _: () = c
+        .mset(&[("key1", "ohmytext"), ("key2", "mynewtext")])
+        .unwrap();
+    let l: String = redis::cmd("LCS")
+        .arg("key1")
+        .arg("key2")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(l, "mytext");
+    let n: i64 = redis::cmd("LCS")
+        .arg("key1")
+        .arg("key2")
+        .arg("LEN")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 6);
     // Binary keys and values.
     let key = [0u8, 255, b'\r', b'\n'];
     let _: () = c.set(&key[..], &key[..]).unwrap();

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Instant;
 
 use bytes::{Buf, Bytes, BytesMut};
+use cask_engine::SyncPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, watch};
@@ -225,8 +226,10 @@ async fn flush(
     if pending.is_empty() {
         return Ok(());
     }
-    if client.max_version > 0 {
-        let version = std::mem::take(&mut client.max_version);
+    // Only `always` makes the wait block; the other policies would return at once, so do
+    // not pay for a trip through the blocking pool.
+    let version = std::mem::take(&mut client.max_version);
+    if version > 0 && shared.store.db.options().sync == SyncPolicy::Always {
         let db = shared.store.db.clone();
         let durable = tokio::task::spawn_blocking(move || db.wait_durable(version))
             .await

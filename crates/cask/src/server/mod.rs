@@ -87,7 +87,7 @@ pub struct ClientNames {
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: String,
     /// Last command executed.
-    pub last_cmd: String,
+    pub last_cmd: &'static str,
 }
 
 /// State shared by every connection.
@@ -171,7 +171,15 @@ pub fn run(dir: &Path, args: ServeArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let db = match Db::open(dir, Options::default().sync(sync)) {
+    let mut opts = Options::default().sync(sync);
+    // A value is the string plus its type tag byte: let the largest string a client may
+    // send fit.
+    opts.max_value_size = opts.max_value_size.max(
+        usize::try_from(config.limits.max_bulk_len)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1),
+    );
+    let db = match Db::open(dir, opts) {
         Ok(db) => db,
         Err(e) => {
             eprintln!("cask: cannot open {}: {e}", dir.display());

@@ -185,7 +185,7 @@ fn client_line(h: &crate::server::ClientHandle) -> String {
         if names.last_cmd.is_empty() {
             "NULL"
         } else {
-            names.last_cmd.as_str()
+            names.last_cmd
         },
         h.proto.load(Ordering::Relaxed),
         names.lib_name,

@@ -231,6 +231,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("setrange", 4, WD, 1, 1, 1, plain strings::setrange),
     spec!("setbit", 4, WD, 1, 1, 1, plain strings::setbit),
     spec!("getbit", 3, R, 1, 1, 1, plain strings::getbit),
+    spec!("lcs", -3, &["readonly"], 1, 2, 1, plain strings::lcs),
     // Keys.
     spec!("del", -2, W, 1, -1, 1, plain keys::del),
     spec!("unlink", -2, W, 1, -1, 1, plain keys::del),
@@ -288,7 +289,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         return Outcome::Reply(Frame::error("NOAUTH Authentication required."));
     }
     if let Ok(mut names) = client.handle.names.lock() {
-        names.last_cmd = spec.name.to_string();
+        names.last_cmd = spec.name;
     }
     let mut ctx = Ctx { shared, client };
     let res = match spec.handler {

@@ -1,5 +1,5 @@
 //! String commands: GET SET SETNX SETEX PSETEX MGET MSET MSETNX GETSET GETDEL GETEX APPEND
-//! STRLEN INCR DECR INCRBY DECRBY INCRBYFLOAT GETRANGE SUBSTR SETRANGE SETBIT GETBIT.
+//! STRLEN INCR DECR INCRBY DECRBY INCRBYFLOAT GETRANGE SUBSTR SETRANGE SETBIT GETBIT LCS.
 //!
 //! Every write holds the key's stripe lock across its read and its write, so concurrent
 //! INCRs never lose an update. Commands that modify a value in place (APPEND, INCR,
@@ -498,4 +498,123 @@ pub fn getbit(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         .get(byte)
         .is_some_and(|b| b & (1u8 << (7 - (offset & 7))) != 0);
     Ok(Frame::Integer(i64::from(bit)))
+}
+
+/// LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]
+pub fn lcs(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    let db = ctx.db();
+    let fetch = |k: &[u8]| -> CmdResult<Bytes> {
+        match ctx.store().get(db, k)? {
+            None => Ok(Bytes::new()),
+            Some(v) if v.tag == TYPE_STRING => Ok(v.data),
+            Some(_) => Err(CmdError::err(
+                "The specified keys must contain string values",
+            )),
+        }
+    };
+    let a = fetch(&args[0])?;
+    let b = fetch(&args[1])?;
+    let (mut get_len, mut get_idx, mut with_len) = (false, false, false);
+    let mut min_len: u64 = 0;
+    let mut i = 2;
+    while i < args.len() {
+        let o = &args[i];
+        if is(o, "IDX") {
+            get_idx = true;
+        } else if is(o, "LEN") {
+            get_len = true;
+        } else if is(o, "WITHMATCHLEN") {
+            with_len = true;
+        } else if is(o, "MINMATCHLEN") && i + 1 < args.len() {
+            min_len = int_arg(&args[i + 1])?.max(0) as u64;
+            i += 1;
+        } else {
+            return Err(CmdError::syntax());
+        }
+        i += 1;
+    }
+    if get_len && get_idx {
+        return Err(CmdError::err(
+            "If you want both the length and indexes, please just use IDX.",
+        ));
+    }
+    let (alen, blen) = (a.len(), b.len());
+    let cells = (alen as u64 + 1).saturating_mul(blen as u64 + 1);
+    if cells.saturating_mul(4) > ctx.shared.config.limits.max_bulk_len {
+        return Err(CmdError::err(
+            "Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        ));
+    }
+    let w = blen + 1;
+    let mut t = vec![0u32; (alen + 1) * w];
+    for x in 1..=alen {
+        for y in 1..=blen {
+            t[x * w + y] = if a[x - 1] == b[y - 1] {
+                t[(x - 1) * w + y - 1] + 1
+            } else {
+                t[(x - 1) * w + y].max(t[x * w + y - 1])
+            };
+        }
+    }
+    let total = t[alen * w + blen];
+    if get_len {
+        return Ok(Frame::Integer(i64::from(total)));
+    }
+    // Walk back from the end, collecting the common string and the matching ranges.
+    let mut result = vec![0u8; total as usize];
+    let mut idx = total as usize;
+    let mut matches = Vec::new();
+    let (mut x, mut y) = (alen, blen);
+    let unset = alen;
+    let (mut a_start, mut a_end, mut b_start, mut b_end) = (unset, 0, 0, 0);
+    while x > 0 && y > 0 {
+        let mut emit = false;
+        if a[x - 1] == b[y - 1] {
+            result[idx - 1] = a[x - 1];
+            if a_start == unset {
+                (a_start, a_end, b_start, b_end) = (x - 1, x - 1, y - 1, y - 1);
+            } else if a_start == x && b_start == y {
+                a_start -= 1;
+                b_start -= 1;
+            } else {
+                emit = true;
+            }
+            if a_start == 0 || b_start == 0 {
+                emit = true;
+            }
+            idx -= 1;
+            x -= 1;
+            y -= 1;
+        } else {
+            if t[(x - 1) * w + y] > t[x * w + y - 1] {
+                x -= 1;
+            } else {
+                y -= 1;
+            }
+            if a_start != unset {
+                emit = true;
+            }
+        }
+        let match_len = a_end.wrapping_sub(a_start).wrapping_add(1) as u64;
+        if emit {
+            if get_idx && (min_len == 0 || match_len >= min_len) {
+                let range = |s: usize, e: usize| {
+                    Frame::Array(vec![Frame::Integer(s as i64), Frame::Integer(e as i64)])
+                };
+                let mut m = vec![range(a_start, a_end), range(b_start, b_end)];
+                if with_len {
+                    m.push(Frame::Integer(match_len as i64));
+                }
+                matches.push(Frame::Array(m));
+            }
+            a_start = unset;
+        }
+    }
+    if get_idx {
+        return Ok(Frame::Map(vec![
+            (Frame::bulk("matches"), Frame::Array(matches)),
+            (Frame::bulk("len"), Frame::Integer(i64::from(total))),
+        ]));
+    }
+    Ok(Frame::bulk(result))
 }
