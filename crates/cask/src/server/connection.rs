@@ -199,8 +199,12 @@ async fn serve_client(
             );
             return Ok(());
         }
-        // Room for what the parser says is missing, within reason.
-        let want = need.saturating_sub(buf.len()).clamp(16 * 1024, 64 << 20);
+        // Room for what the parser says is missing, but never more than what has already
+        // arrived: a client announcing a huge bulk makes the buffer grow by doubling as the
+        // bytes come in, not at once.
+        let want = need
+            .saturating_sub(buf.len())
+            .clamp(16 * 1024, buf.len().max(16 * 1024));
         buf.reserve(want);
         tokio::select! {
             n = stream.read_buf(&mut buf) => {
