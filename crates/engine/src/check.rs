@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hint;
 use crate::options::Options;
-use crate::record::{self, HEADER_LEN, Header};
+use crate::record::{self, HEADER_LEN, Header, Kind};
 use crate::segment::{self, FileName, SEGMENT_HEADER_LEN, hint_path, segment_path};
 
 /// One problem found by [`check`].
@@ -116,12 +116,13 @@ pub fn check(
             progress(done, total);
             continue;
         }
-        let (intact, problems) = walk(&data, &path, opts);
+        let (intact, mut problems) = walk(&data, &path, opts);
+        let intact = whole_batches(&data, &path, intact, &mut problems);
         report.records += intact.len() as u64;
         let damaged = !problems.is_empty();
         report.problems.extend(problems);
         if damaged && repair {
-            let mut out = segment::encode_header(id).to_vec();
+            let mut out = data[..SEGMENT_HEADER_LEN as usize].to_vec();
             for (start, end) in &intact {
                 out.extend_from_slice(&data[*start as usize..*end as usize]);
             }
@@ -190,6 +191,76 @@ fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Probl
         }
     }
     (intact, problems)
+}
+
+/// Keeps a batch only when all of its operations and its commit survived: a commit whose
+/// operations were damaged would make recovery reject the segment, and a batch missing an
+/// operation must not half-apply. Dropped batches are reported as problems.
+fn whole_batches(
+    data: &[u8],
+    path: &Path,
+    intact: Vec<(u64, u64)>,
+    problems: &mut Vec<Problem>,
+) -> Vec<(u64, u64)> {
+    let mut kept = Vec::with_capacity(intact.len());
+    let mut pending: Vec<(u64, u64)> = Vec::new();
+    let mut pending_seq = 0u64;
+    let header = |r: &(u64, u64)| {
+        Header::decode(
+            data[r.0 as usize..r.0 as usize + HEADER_LEN]
+                .try_into()
+                .expect("header"),
+        )
+        .expect("verified record")
+    };
+    let drop_batch =
+        |pending: &mut Vec<(u64, u64)>, commit: Option<(u64, u64)>, problems: &mut Vec<Problem>| {
+            let Some(first) = pending.first().copied().or(commit) else {
+                return;
+            };
+            let end = commit.or(pending.last().copied()).map_or(first.1, |r| r.1);
+            problems.push(Problem {
+                path: path.to_owned(),
+                offset: first.0,
+                len: end - first.0,
+                reason: "incomplete batch (an operation or its commit was damaged): dropped whole"
+                    .into(),
+            });
+            pending.clear();
+        };
+    for r in intact {
+        let h = header(&r);
+        match h.kind {
+            Kind::BatchPut | Kind::BatchDelete => {
+                if !pending.is_empty() && h.seq != pending_seq {
+                    drop_batch(&mut pending, None, problems);
+                }
+                pending_seq = h.seq;
+                pending.push(r);
+            }
+            Kind::BatchCommit => {
+                let start = HEADER_LEN + h.key_len as usize;
+                let count =
+                    segment::commit_count(&data[r.0 as usize + start..r.1 as usize]) as usize;
+                if !pending.is_empty() && pending_seq == h.seq && pending.len() == count {
+                    kept.append(&mut pending);
+                    kept.push(r);
+                } else {
+                    drop_batch(&mut pending, Some(r), problems);
+                }
+            }
+            Kind::Put | Kind::Delete => {
+                if !pending.is_empty() {
+                    drop_batch(&mut pending, None, problems);
+                }
+                kept.push(r);
+            }
+        }
+    }
+    if !pending.is_empty() {
+        drop_batch(&mut pending, None, problems);
+    }
+    kept
 }
 
 fn record_at(data: &[u8], pos: usize, opts: &Options) -> Result<usize, &'static str> {

@@ -88,6 +88,8 @@ impl Db {
             return Err(Error::Poisoned("compaction refused".into()));
         }
         let _guard = inner.compaction_lock.lock();
+        // `close` may have run while we waited for the lock.
+        inner.check_open()?;
         if force {
             let mut w = inner.writer.lock();
             let has_data = w
@@ -136,6 +138,13 @@ impl Db {
             .map(|s| s.min_seq.load(Ordering::Relaxed))
             .min()
             .unwrap_or(u64::MAX);
+        // The newest record on disk must survive, or the sequence number (every key's
+        // version) would go back after a reopen and versions would be handed out twice.
+        let top = all
+            .iter()
+            .map(|s| s.max_seq.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0);
         let bytes_total: u64 = inputs.iter().map(|s| s.len.load(Ordering::Relaxed)).sum();
         let mut report = CompactionReport {
             segments_in: inputs.len(),
@@ -176,7 +185,7 @@ impl Db {
                                 self.consider(
                                     seg,
                                     b,
-                                    floor,
+                                    (floor, top),
                                     now,
                                     &mut outputs,
                                     &mut moved,
@@ -189,7 +198,7 @@ impl Db {
                             self.consider(
                                 seg,
                                 r,
-                                floor,
+                                (floor, top),
                                 now,
                                 &mut outputs,
                                 &mut moved,
@@ -222,11 +231,21 @@ impl Db {
             let hint = std::mem::take(&mut out.hint);
             hint.finish(&*opts.vfs, dir, out.seg.id)?;
         }
+        // From the first rename on, the directory holds files the in-memory state does not
+        // match (outputs not yet published, inputs already forgotten). A later compaction
+        // would decide on that incomplete picture (and drop tombstones that a stray file
+        // still needs), so any failure from here on poisons the database; a reopen
+        // resolves inputs and outputs by sequence number.
+        let fail = |e: std::io::Error| {
+            inner.poison("compaction failed while swapping segments", &e);
+            Error::Io(e)
+        };
         for out in &outputs {
             opts.vfs
-                .rename(&out.tmp_path, &segment_path(dir, out.seg.id))?;
+                .rename(&out.tmp_path, &segment_path(dir, out.seg.id))
+                .map_err(fail)?;
         }
-        opts.vfs.sync_dir(dir)?;
+        opts.vfs.sync_dir(dir).map_err(fail)?;
         report.segments_out = outputs.len();
         report.bytes_out = outputs
             .iter()
@@ -264,14 +283,23 @@ impl Db {
             kd.live.remove(id);
         }
         drop(kd);
-        for id in &input_ids {
-            opts.vfs.remove(&segment_path(dir, *id))?;
-            match opts.vfs.remove(&hint_path(dir, *id)) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        // Remove the inputs oldest-newest-record first, each removal durable before the
+        // next. A tombstone (or expired put) dropped above may shadow an older put in
+        // another input; that input's newest record is older than the tombstone (or holds
+        // a newer record of the key itself), so it goes first, and a crash between two
+        // removals never leaves the put without what shadowed it. (Ids do not give this
+        // order: compaction outputs get ids above the then-active segment.)
+        let mut by_age: Vec<&Arc<Segment>> = inputs.iter().collect();
+        by_age.sort_by_key(|s| (s.max_seq.load(Ordering::Relaxed), s.id));
+        for seg in by_age {
+            let id = seg.id;
+            opts.vfs.remove(&segment_path(dir, id)).map_err(fail)?;
+            match opts.vfs.remove(&hint_path(dir, id)) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(fail(e)),
                 _ => {}
             }
+            opts.vfs.sync_dir(dir).map_err(fail)?;
         }
-        opts.vfs.sync_dir(dir)?;
         inner.counters.compactions.fetch_add(1, Ordering::Relaxed);
         inner
             .counters
@@ -298,7 +326,7 @@ impl Db {
         &self,
         seg: &Segment,
         r: segment::Scanned,
-        floor: u64,
+        (floor, top): (u64, u64),
         now: u64,
         outputs: &mut Vec<Output>,
         moved: &mut Vec<Moved>,
@@ -307,8 +335,8 @@ impl Db {
         let h = r.header;
         let from = (seg.id, r.offset);
         let current = self.inner.keydir.read().map.get(r.key.as_slice()).copied();
-        let is_live = current.is_some_and(|e| (e.seg, e.off) == from);
-        let droppable_tombstone = h.seq < floor;
+        let is_live = current.is_some_and(|e| e.loc() == from);
+        let droppable_tombstone = h.seq < floor && h.seq < top;
         if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
             let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
             moved.push(Moved {
@@ -329,6 +357,17 @@ impl Db {
                 to: current.expect("live"),
                 expired: true,
             });
+            report.records_dropped += 1;
+        } else if h.kind.is_put()
+            && current.is_none()
+            && h.expire != 0
+            && h.expire <= now
+            && !droppable_tombstone
+        {
+            // Expired and already dropped from the keydir (recovery drops expired keys): no
+            // record in the log says the key is gone, so this put is what shadows the
+            // key's older puts in other segments. Keep it as a tombstone.
+            self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
             report.records_dropped += 1;
         } else if h.kind.is_delete() && !droppable_tombstone {
             self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
@@ -367,8 +406,10 @@ impl Db {
             let tmp_path = final_path.with_extension("seg.tmp");
             let file = inner.opts.vfs.open(&tmp_path, true)?;
             file.set_len(0)?;
-            file.write_all_at(&segment::encode_header(id), 0)?;
+            let compacted_at = (self.now_ms() / 1000).clamp(1, u32::MAX as u64) as u32;
+            file.write_all_at(&segment::encode_header(id, compacted_at), 0)?;
             let seg = Segment::new(id, tmp_path.clone(), file, SEGMENT_HEADER_LEN);
+            seg.compacted_at.store(compacted_at, Ordering::Relaxed);
             debug!(segment = id, "compaction output started");
             outputs.push(Output {
                 seg,
@@ -392,13 +433,7 @@ impl Db {
         if out.buf.len() >= 1 << 20 {
             flush_output(out)?;
         }
-        Ok(Entry {
-            off,
-            seq,
-            expire,
-            seg: out.seg.id,
-            len: rec_len as u32,
-        })
+        Ok(Entry::new(out.seg.id, off, rec_len as u32, seq, expire))
     }
 }
 

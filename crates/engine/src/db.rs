@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use crate::batch::{Batch, BatchOp};
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry, HintWriter};
-use crate::keydir::{Entry, KeyDir, TOMBSTONE_SEG};
+use crate::keydir::{Entry, IndexKey, KeyDir};
 use crate::options::{Options, SyncPolicy, WriteOptions};
 use crate::record::{self, HEADER_LEN, Kind};
 use crate::scan::{Keys, Scan};
@@ -31,6 +31,12 @@ use crate::segment::{
 };
 use crate::stats::{SegmentStats, Stats};
 use crate::vfs::LockGuard;
+
+/// The largest segment size: record offsets are stored in 32 bits, and a segment may
+/// exceed its size by one record.
+pub const MAX_SEGMENT_SIZE: u64 = 2 << 30;
+/// The largest configurable value size (keeps every offset within 32 bits).
+pub const MAX_VALUE_SIZE: u64 = 1 << 30;
 
 /// An open database. Cheap to clone; all clones share one engine. `Send + Sync`.
 #[derive(Clone, Debug)]
@@ -51,6 +57,8 @@ pub(crate) struct Durable {
 #[derive(Debug)]
 pub(crate) struct Writer {
     pub active: Option<Arc<Segment>>,
+    /// Sealed segments whose tail may not be on stable storage yet; the next sync covers them.
+    pub sealing: Vec<Arc<Segment>>,
     pub next_seq: u64,
     buf: Vec<u8>,
 }
@@ -83,8 +91,9 @@ pub(crate) struct Inner {
     pub hints_pending: Mutex<Vec<u32>>,
     lock: Mutex<Option<Box<dyn LockGuard>>>,
     background: Mutex<Vec<JoinHandle<()>>>,
-    shutdown: Mutex<bool>,
-    shutdown_cv: Condvar,
+    /// Shared with the background threads, which wait on it holding only a `Weak<Inner>`.
+    shutdown: Arc<Mutex<bool>>,
+    shutdown_cv: Arc<Condvar>,
 }
 
 /// One operation handed to the write path.
@@ -105,8 +114,18 @@ impl Db {
     pub fn open(dir: impl AsRef<Path>, opts: Options) -> Result<Db> {
         let dir = dir.as_ref().to_path_buf();
         let vfs = opts.vfs.clone();
-        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64 {
-            return Err(Error::InvalidArgument("segment_size is too small".into()));
+        if opts.segment_size < SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            || opts.segment_size > MAX_SEGMENT_SIZE
+        {
+            return Err(Error::InvalidArgument(format!(
+                "segment_size must be between {} and {MAX_SEGMENT_SIZE} bytes",
+                SEGMENT_HEADER_LEN + HEADER_LEN as u64
+            )));
+        }
+        if opts.max_value_size as u64 > MAX_VALUE_SIZE {
+            return Err(Error::InvalidArgument(format!(
+                "max_value_size may be at most {MAX_VALUE_SIZE} bytes"
+            )));
         }
         if !opts.create_if_missing && !dir.is_dir() {
             return Err(Error::InvalidArgument(format!(
@@ -129,6 +148,7 @@ impl Db {
             segments: RwLock::new(recovered.segments),
             writer: Mutex::new(Writer {
                 active: recovered.active,
+                sealing: Vec::new(),
                 next_seq: recovered.max_seq + 1,
                 buf: Vec::new(),
             }),
@@ -146,8 +166,8 @@ impl Db {
             hints_pending: Mutex::new(recovered.needs_hint),
             lock: Mutex::new(Some(lock)),
             background: Mutex::new(Vec::new()),
-            shutdown: Mutex::new(false),
-            shutdown_cv: Condvar::new(),
+            shutdown: Arc::new(Mutex::new(false)),
+            shutdown_cv: Arc::new(Condvar::new()),
             opts,
         });
         let db = Db {
@@ -216,7 +236,7 @@ impl Db {
     /// # Errors
     /// As [`Db::get`].
     pub fn get_versioned(&self, key: &[u8]) -> Result<Option<(Vec<u8>, u64)>> {
-        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq)))
+        Ok(self.inner.read_live(key)?.map(|(v, e)| (v, e.seq())))
     }
 
     /// A key's version and expiry without reading its value; `None` if absent or expired.
@@ -234,9 +254,9 @@ impl Db {
             .get(key)
             .filter(|e| !e.expired(now))
             .map(|e| KeyMeta {
-                version: e.seq,
+                version: e.seq(),
                 expire_at: e.expire_at(),
-                size: e.len as u64,
+                size: e.record_len() as u64,
             }))
     }
 
@@ -264,7 +284,7 @@ impl Db {
         let op = Op {
             key,
             value,
-            expire: opts.expire_at.unwrap_or(0),
+            expire: stored_expiry(opts.expire_at),
             delete: false,
         };
         self.inner
@@ -306,7 +326,7 @@ impl Db {
         let op = Op {
             key,
             value,
-            expire: opts.expire_at.unwrap_or(0),
+            expire: stored_expiry(opts.expire_at),
             delete: false,
         };
         self.inner
@@ -363,7 +383,7 @@ impl Db {
                 } => Op {
                     key,
                     value,
-                    expire: expire_at.unwrap_or(0),
+                    expire: stored_expiry(*expire_at),
                     delete: false,
                 },
                 BatchOp::Delete { key } => Op {
@@ -377,7 +397,7 @@ impl Db {
         let now = self.now_ms();
         self.inner
             .write_ops(self.defer_sync, &ops, true, |kd| {
-                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq);
+                let lookup = |k: &[u8]| kd.map.get(k).filter(|e| !e.expired(now)).map(|e| e.seq());
                 check(&lookup).map(|()| true)
             })
             .map(|(seq, _)| seq)
@@ -433,10 +453,14 @@ impl Db {
             self.sync()
         };
         self.inner.stop_background();
+        // A compaction running in another thread still renames and deletes files: let it
+        // finish (later ones see `closed` once they get this lock) before unlocking.
+        let compaction = self.inner.compaction_lock.lock();
         self.inner.closed.store(true, Ordering::SeqCst);
         // Let any in-progress writer finish before releasing the lock.
         drop(self.inner.writer.lock());
         self.inner.lock.lock().take();
+        drop(compaction);
         res
     }
 
@@ -501,6 +525,12 @@ impl Db {
             };
             let seg = self.inner.segments.read().get(&id).cloned();
             let Some(seg) = seg else { continue };
+            // A failed fsync is never retried as if it could succeed: it poisons.
+            if let Err(e) = seg.file.sync_data() {
+                self.inner.poison("fsync of a sealed segment failed", &e);
+                self.inner.hints_pending.lock().push(id);
+                return Err(e.into());
+            }
             if let Err(e) = write_hint_for(&self.inner.dir, &self.inner.opts, &seg) {
                 self.inner.hints_pending.lock().push(id);
                 return Err(e);
@@ -520,8 +550,14 @@ pub struct KeyMeta {
     pub size: u64,
 }
 
+/// The expiry as stored: 0 means "never", so an expiry at the epoch itself (already past)
+/// is stored as 1 ms after it, equally past, instead of becoming immortal.
+fn stored_expiry(at: Option<u64>) -> u64 {
+    at.map_or(0, |t| t.max(1))
+}
+
 fn check_version(kd: &KeyDir, key: &[u8], expected: Option<u64>, now: u64) -> Result<()> {
-    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq);
+    let actual = kd.map.get(key).filter(|e| !e.expired(now)).map(|e| e.seq());
     if actual == expected {
         Ok(())
     } else {
@@ -537,12 +573,20 @@ fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> JoinHandle<()> {
 }
 
 fn background_loop(weak: Weak<Inner>, every: Duration, mut work: impl FnMut(Arc<Inner>)) {
+    // Sleep holding only the shutdown signal: a strong reference held while waiting would
+    // keep the engine, and its directory lock, alive for up to `every` after the last
+    // handle is dropped.
+    let Some((shutdown, cv)) = weak
+        .upgrade()
+        .map(|i| (i.shutdown.clone(), i.shutdown_cv.clone()))
+    else {
+        return;
+    };
     loop {
         {
-            let Some(inner) = weak.upgrade() else { return };
-            let mut stop = inner.shutdown.lock();
+            let mut stop = shutdown.lock();
             if !*stop {
-                inner.shutdown_cv.wait_for(&mut stop, every);
+                cv.wait_for(&mut stop, every);
             }
             if *stop {
                 return;
@@ -595,11 +639,6 @@ impl Inner {
         self.durable_cv.notify_all();
     }
 
-    pub(crate) fn mark_durable(&self, seq: u64) {
-        let mut d = self.durable.lock();
-        d.seq = d.seq.max(seq);
-    }
-
     /// Waits until every record up to `seq` is durable, fsyncing as the group's leader if no
     /// one else is.
     pub(crate) fn wait_durable(&self, seq: u64) -> Result<()> {
@@ -617,25 +656,43 @@ impl Inner {
             }
             d.syncing = true;
             drop(d);
-            let (target, file) = {
-                let w = self.writer.lock();
-                (w.next_seq - 1, w.active.as_ref().map(|s| s.file.clone()))
-            };
-            let res = match file {
-                Some(f) => f.sync_data(),
-                None => Ok(()),
-            };
-            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            let res = self.sync_written();
             if let Err(e) = &res {
                 self.poison("fsync failed", e);
             }
             d = self.durable.lock();
             d.syncing = false;
-            if res.is_ok() {
+            if let Ok(target) = res {
                 d.seq = d.seq.max(target);
             }
             self.durable_cv.notify_all();
         }
+    }
+
+    /// fsyncs every segment that may hold unsynced records (sealed-but-unsynced ones, then
+    /// the active one) and returns the sequence number now durable. Takes the writer lock
+    /// only to snapshot what to sync.
+    fn sync_written(&self) -> std::io::Result<u64> {
+        let (target, files, sealed) = {
+            let w = self.writer.lock();
+            let files: Vec<Arc<Segment>> =
+                w.sealing.iter().chain(w.active.iter()).cloned().collect();
+            let sealed: Vec<u32> = w.sealing.iter().map(|s| s.id).collect();
+            (w.next_seq - 1, files, sealed)
+        };
+        for seg in &files {
+            seg.file.sync_data()?;
+            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+        }
+        // Only segments already sealed at the snapshot are now wholly on stable storage. The
+        // active one may have taken more appends and been sealed while we synced: it stays
+        // queued for the next sync, which must cover those appends.
+        let synced = sealed;
+        self.writer
+            .lock()
+            .sealing
+            .retain(|s| !synced.contains(&s.id));
+        Ok(target)
     }
 
     /// The write path. `precheck` runs under the writer lock against the keydir; `Ok(false)`
@@ -735,13 +792,7 @@ impl Inner {
             if op.delete {
                 kd.remove(op.key);
             } else {
-                let e = Entry {
-                    off: base + start,
-                    seq,
-                    expire: op.expire,
-                    seg,
-                    len: len as u32,
-                };
+                let e = Entry::new(seg, base + start, len as u32, seq, op.expire);
                 kd.insert(op.key, e);
             }
         }
@@ -793,12 +844,16 @@ impl Inner {
         let Some(old) = w.active.take() else {
             return Ok(());
         };
+        // The sealed segment must be on stable storage before the next segment can receive
+        // records: otherwise a power loss can leave it with a torn tail (partial writeback)
+        // behind a newer segment, which recovery must call corruption (the log would not
+        // be a prefix), and the database no longer opens. Deferring this fsync to the next
+        // sync (outside the lock) broke that under `Interval` and `Never`.
         if let Err(e) = old.file.sync_data() {
             self.poison("fsync at segment rotation failed", &e);
             w.active = Some(old);
             return Err(e.into());
         }
-        self.mark_durable(w.next_seq - 1);
         debug!(
             segment = old.id,
             bytes = old.len.load(Ordering::Relaxed),
@@ -833,17 +888,17 @@ impl Inner {
 
     /// Reads the value stored at `e`; `None` if its segment has been removed meanwhile.
     pub(crate) fn read_value(&self, key: &[u8], e: &Entry) -> Result<Option<Vec<u8>>> {
-        let Some(seg) = self.segments.read().get(&e.seg).cloned() else {
+        let Some(seg) = self.segments.read().get(&e.seg()).cloned() else {
             return Ok(None);
         };
-        let mut rec = seg.read_record(e.off, e.len)?;
+        let mut rec = seg.read_record(e.off(), e.record_len())?;
         let h = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header"))
-            .map_err(|r| Error::corruption(&seg.path, e.off, r))?;
+            .map_err(|r| Error::corruption(&seg.path, e.off(), r))?;
         let kend = HEADER_LEN + h.key_len as usize;
-        if !h.kind.is_put() || h.seq != e.seq || &rec[HEADER_LEN..kend] != key {
+        if !h.kind.is_put() || h.seq != e.seq() || &rec[HEADER_LEN..kend] != key {
             return Err(Error::corruption(
                 &seg.path,
-                e.off,
+                e.off(),
                 "record does not match the index",
             ));
         }
@@ -881,20 +936,36 @@ impl Inner {
                     id: s.id,
                     bytes,
                     live_bytes,
-                    dead_bytes: bytes - live_bytes,
+                    dead_bytes: bytes
+                        .saturating_sub(SEGMENT_HEADER_LEN)
+                        .saturating_sub(live_bytes),
                     active: Some(s.id) == active,
                     has_hint: self.opts.vfs.open_read(&hint_path(&self.dir, s.id)).is_ok(),
+                    compacted_at: (s.compacted_at.load(Ordering::Relaxed) != 0)
+                        .then(|| s.compacted_at.load(Ordering::Relaxed) as u64 * 1000),
                 }
             })
             .collect();
         let total_bytes = segments.iter().map(|s| s.bytes).sum();
         let live_bytes = segments.iter().map(|s| s.live_bytes).sum();
-        let last = self.counters.last_compaction_ms.load(Ordering::Relaxed);
+        let dead_bytes = segments.iter().map(|s| s.dead_bytes).sum();
+        // Compactions of earlier runs are known from the headers of the segments they wrote.
+        let last = self
+            .counters
+            .last_compaction_ms
+            .load(Ordering::Relaxed)
+            .max(
+                segments
+                    .iter()
+                    .filter_map(|s| s.compacted_at)
+                    .max()
+                    .unwrap_or(0),
+            );
         Stats {
             keys,
             total_bytes,
             live_bytes,
-            dead_bytes: total_bytes - live_bytes,
+            dead_bytes,
             seq,
             sync: self.opts.sync,
             segments,
@@ -911,10 +982,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         if !self.closed.load(Ordering::SeqCst) && !self.poisoned.load(Ordering::SeqCst) {
             let w = self.writer.lock();
-            if let Some(a) = &w.active
-                && let Err(e) = a.file.sync_data()
-            {
-                warn!("fsync on drop failed: {e}");
+            for seg in w.sealing.iter().chain(w.active.iter()) {
+                if let Err(e) = seg.file.sync_data() {
+                    warn!("fsync on drop failed: {e}");
+                }
             }
         }
         *self.shutdown.lock() = true;
@@ -924,6 +995,8 @@ impl Drop for Inner {
 
 /// Scans a sealed segment and writes its hint file.
 pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Result<()> {
+    // A hint must never describe records that are not on stable storage.
+    seg.file.sync_data()?;
     let len = seg.len.load(Ordering::Acquire);
     let mut scanner = Scanner::new(
         &*seg.file,
@@ -972,17 +1045,8 @@ struct Recovered {
     needs_hint: Vec<u32>,
 }
 
-/// Applies one record to the keydir being rebuilt: the highest sequence number wins, and
-/// tombstones are kept (as placeholders) until every segment has been read.
-fn apply(kd: &mut KeyDir, key: &[u8], e: Entry) {
-    match kd.map.get_mut(key) {
-        Some(cur) if cur.seq > e.seq => {}
-        Some(cur) => *cur = e,
-        None => {
-            kd.map.insert(key.into(), e);
-        }
-    }
-}
+/// Records read during recovery, in read order; [`KeyDir::from_unsorted`] resolves them.
+type Loaded = Vec<(IndexKey, Entry)>;
 
 fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     let vfs = &*opts.vfs;
@@ -1028,7 +1092,18 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         .rev()
         .find(|id| !hint_ids.contains(id))
         .copied();
-    let mut kd = KeyDir::default();
+    // Size the load vector once: a hint entry is at least 33 bytes plus its key, so this
+    // over-reserves only address space, never touched memory.
+    let mut estimate = 0u64;
+    for id in &seg_ids {
+        let len = |p: &Path| vfs.open_read(p).and_then(|f| f.len()).unwrap_or(0);
+        estimate += if hint_ids.contains(id) {
+            len(&hint_path(dir, *id)) / 41
+        } else {
+            len(&segment_path(dir, *id)) / (HEADER_LEN as u64 + 8)
+        };
+    }
+    let mut kd: Loaded = Vec::with_capacity(estimate.min(1 << 26) as usize);
     let mut segments = BTreeMap::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();
@@ -1069,28 +1144,18 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segment::check_header(&path, id, &header)?;
         let seg = Segment::new(id, path.clone(), file, len);
+        seg.compacted_at
+            .store(segment::header_compacted_at(&header), Ordering::Relaxed);
         let mut from_hint = false;
         if opts.use_hint_files && hint_ids.contains(&id) {
             let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
                 seg.note_seq(h.seq);
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: h.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: id,
-                        len: h.len,
-                    }
+                    Entry::new(id, h.offset, h.len, h.seq, h.expire)
                 };
-                apply(&mut kd, h.key, e);
+                kd.push((h.key.into(), e));
             })?;
             match res {
                 Ok(()) => from_hint = true,
@@ -1111,7 +1176,11 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 len = end;
                 seg.len.store(len, Ordering::Relaxed);
             }
-            if !is_tail {
+            if is_tail {
+                // A process that died before its fsync leaves bytes only in the page cache;
+                // they are about to be counted as durable, so make that true.
+                seg.file.sync_data()?;
+            } else {
                 needs_hint.push(id);
             }
         }
@@ -1124,9 +1193,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segments.insert(id, seg);
     }
-    let now = opts.clock.now_ms();
-    kd.map.retain(|_, e| !e.is_tombstone() && !e.expired(now));
-    kd.recount_live();
+    let kd = KeyDir::from_unsorted(kd, opts.clock.now_ms());
     let next_id = seg_ids
         .last()
         .copied()
@@ -1150,7 +1217,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
 
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the
 /// truncation point for a torn tail).
-fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> Result<u64> {
+fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> Result<u64> {
     let len = seg.len.load(Ordering::Relaxed);
     let mut scanner = Scanner::new(
         &*seg.file,
@@ -1167,21 +1234,9 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
             Ok(Some(r)) => {
                 let h = r.header;
                 let e = if h.kind.is_delete() {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: 0,
-                        seg: TOMBSTONE_SEG,
-                        len: 0,
-                    }
+                    Entry::tombstone(h.seq)
                 } else {
-                    Entry {
-                        off: r.offset,
-                        seq: h.seq,
-                        expire: h.expire,
-                        seg: seg.id,
-                        len: h.record_len() as u32,
-                    }
+                    Entry::new(seg.id, r.offset, h.record_len() as u32, h.seq, h.expire)
                 };
                 match h.kind {
                     Kind::Put | Kind::Delete => {
@@ -1190,10 +1245,10 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                             batch.clear();
                         }
                         seg.note_seq(h.seq);
-                        apply(kd, &r.key, e);
+                        kd.push((r.key.as_slice().into(), e));
                     }
                     Kind::BatchPut | Kind::BatchDelete => {
-                        if batch.first().is_some_and(|(_, f)| f.seq != h.seq) {
+                        if batch.first().is_some_and(|(_, f)| f.seq() != h.seq) {
                             warn!("{}: discarding an uncommitted batch", seg.path.display());
                             batch.clear();
                         }
@@ -1203,7 +1258,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                     Kind::BatchCommit => {
                         let count = commit_count(&r.value) as usize;
                         let complete =
-                            batch.len() == count && batch.iter().all(|(_, e)| e.seq == h.seq);
+                            batch.len() == count && batch.iter().all(|(_, e)| e.seq() == h.seq);
                         if !complete {
                             return Err(Error::corruption(
                                 &seg.path,
@@ -1213,7 +1268,7 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut KeyDir, is_tail: bool) -> R
                         }
                         seg.note_seq(h.seq);
                         for (k, e) in batch.drain(..) {
-                            apply(kd, &k, e);
+                            kd.push((k.as_slice().into(), e));
                         }
                         batch_start = None;
                     }

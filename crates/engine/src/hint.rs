@@ -4,6 +4,7 @@
 //! ```text
 //! header : b"CASKHNT" | version u8 (=1) | segment id u32 LE | 4 reserved zero bytes
 //! entry  : seq u64 | expire u64 | offset u64 | len u32 | kind u8 | key_len u32 | key
+//!          (sorted by key, one entry per key: the record with the highest sequence number)
 //! trailer: entry count u64 | crc32c u32 of every byte before it
 //! ```
 //!
@@ -41,22 +42,22 @@ pub struct HintEntry<'a> {
     pub kind: Kind,
 }
 
-/// Accumulates a hint file in memory.
+/// Accumulates a hint file in memory. Entries are written sorted by key, one per key (the
+/// one with the highest sequence number: older records of a key in the same segment are
+/// shadowed by it), so that recovery merges sorted runs.
 #[derive(Debug, Default)]
 pub struct HintWriter {
-    buf: Vec<u8>,
-    count: u64,
+    id: u32,
+    entries: Vec<(Vec<u8>, u64, u64, u64, u32, Kind)>,
 }
 
 impl HintWriter {
     /// Starts a hint file for segment `id`.
     pub fn new(id: u32) -> Self {
-        let mut buf = Vec::with_capacity(1 << 16);
-        buf.extend_from_slice(MAGIC);
-        buf.push(VERSION);
-        buf.extend_from_slice(&id.to_le_bytes());
-        buf.extend_from_slice(&[0; 4]);
-        HintWriter { buf, count: 0 }
+        HintWriter {
+            id,
+            entries: Vec::new(),
+        }
     }
 
     /// Adds an entry.
@@ -66,30 +67,64 @@ impl HintWriter {
         } else {
             Kind::Put
         };
-        self.buf.extend_from_slice(&e.seq.to_le_bytes());
-        self.buf.extend_from_slice(&e.expire.to_le_bytes());
-        self.buf.extend_from_slice(&e.offset.to_le_bytes());
-        self.buf.extend_from_slice(&e.len.to_le_bytes());
-        self.buf.push(kind as u8);
-        self.buf
-            .extend_from_slice(&(e.key.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(e.key);
-        self.count += 1;
+        self.entries
+            .push((e.key.to_vec(), e.seq, e.expire, e.offset, e.len, kind));
+    }
+
+    /// Number of entries added.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no entry was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn encode(mut self) -> Vec<u8> {
+        // Stable: for equal keys the later record (higher sequence number) comes last.
+        self.entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut buf =
+            Vec::with_capacity(HEADER_LEN + self.entries.len() * (ENTRY_FIXED + 24) + TRAILER_LEN);
+        buf.extend_from_slice(MAGIC);
+        buf.push(VERSION);
+        buf.extend_from_slice(&self.id.to_le_bytes());
+        buf.extend_from_slice(&[0; 4]);
+        let mut count = 0u64;
+        for (i, (key, seq, expire, offset, len, kind)) in self.entries.iter().enumerate() {
+            if self
+                .entries
+                .get(i + 1)
+                .is_some_and(|next| next.0 == *key && next.1 >= *seq)
+            {
+                continue;
+            }
+            buf.extend_from_slice(&seq.to_le_bytes());
+            buf.extend_from_slice(&expire.to_le_bytes());
+            buf.extend_from_slice(&offset.to_le_bytes());
+            buf.extend_from_slice(&len.to_le_bytes());
+            buf.push(*kind as u8);
+            buf.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            buf.extend_from_slice(key);
+            count += 1;
+        }
+        buf.extend_from_slice(&count.to_le_bytes());
+        let crc = crc32c::crc32c(&buf);
+        buf.extend_from_slice(&crc.to_le_bytes());
+        buf
     }
 
     /// Writes the file atomically (tmp, fsync, rename, fsync dir).
     ///
     /// # Errors
     /// Any I/O error; the final hint file is then absent.
-    pub fn finish(mut self, vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<()> {
-        self.buf.extend_from_slice(&self.count.to_le_bytes());
-        let crc = crc32c::crc32c(&self.buf);
-        self.buf.extend_from_slice(&crc.to_le_bytes());
+    pub fn finish(self, vfs: &dyn Vfs, dir: &Path, id: u32) -> Result<()> {
+        let buf = self.encode();
         let path = hint_path(dir, id);
         let tmp = path.with_extension("hint.tmp");
         let file = vfs.open(&tmp, true)?;
         file.set_len(0)?;
-        file.write_all_at(&self.buf, 0)?;
+        file.write_all_at(&buf, 0)?;
         file.sync_data()?;
         drop(file);
         vfs.rename(&tmp, &path)?;

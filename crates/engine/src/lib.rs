@@ -40,6 +40,7 @@ pub mod check;
 pub mod compact;
 pub mod db;
 pub mod error;
+pub mod fault;
 pub mod hint;
 pub mod keydir;
 pub mod options;

@@ -12,7 +12,10 @@ use crate::db::Db;
 use crate::error::Result;
 use crate::keydir::Entry;
 
-const CHUNK: usize = 256;
+/// Entries copied by the first chunk; each later chunk doubles, up to [`MAX_CHUNK`], so short
+/// scans stay cheap and long ones take the lock rarely.
+const FIRST_CHUNK: usize = 16;
+const MAX_CHUNK: usize = 1024;
 
 /// An ordered iterator of `(key, value)` pairs; see [`Db::scan`].
 #[derive(Debug)]
@@ -23,6 +26,7 @@ pub struct Scan {
     reverse: bool,
     pending: VecDeque<(Vec<u8>, Entry)>,
     exhausted: bool,
+    chunk: usize,
 }
 
 impl Scan {
@@ -34,6 +38,7 @@ impl Scan {
             reverse: false,
             pending: VecDeque::new(),
             exhausted: false,
+            chunk: FIRST_CHUNK,
         }
     }
 
@@ -71,17 +76,18 @@ impl Scan {
             }
         };
         if self.reverse {
-            for (k, e) in range.rev().take(CHUNK) {
-                push(k, e);
+            for (k, e) in range.rev().take(self.chunk) {
+                push(k.as_slice(), e);
             }
         } else {
-            for (k, e) in range.take(CHUNK) {
-                push(k, e);
+            for (k, e) in range.take(self.chunk) {
+                push(k.as_slice(), e);
             }
         }
         drop(kd);
         match last {
-            Some(k) if taken == CHUNK => {
+            Some(k) if taken == self.chunk => {
+                self.chunk = (self.chunk * 2).min(MAX_CHUNK);
                 if self.reverse {
                     self.hi = Bound::Excluded(k);
                 } else {
@@ -122,16 +128,13 @@ impl Iterator for Scan {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (key, entry) = match self.next_entry()? {
+            let (key, _) = match self.next_entry()? {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
-            // The entry may be stale (compaction moved it): fall back to a fresh lookup.
-            let value = match self.db.inner.read_value(&key, &entry) {
-                Ok(Some(v)) => Ok(Some(v)),
-                Ok(None) => self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v)),
-                Err(e) => Err(e),
-            };
+            // The chunk's entries were copied under an earlier lock: the key may have been
+            // deleted, overwritten or moved by compaction since. Look it up afresh.
+            let value = self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v));
             match value {
                 Ok(Some(v)) => return Some(Ok((key, v))),
                 Ok(None) => continue,
@@ -160,6 +163,17 @@ impl Iterator for Keys {
     type Item = Result<Vec<u8>>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.scan.next_entry().map(|r| r.map(|(k, _)| k))
+        loop {
+            let key = match self.scan.next_entry()? {
+                Ok((k, _)) => k,
+                Err(e) => return Some(Err(e)),
+            };
+            // Skip keys deleted (or expired) since the chunk was copied.
+            match self.scan.db.metadata(&key) {
+                Ok(Some(_)) => return Some(Ok(key)),
+                Ok(None) => continue,
+                Err(e) => return Some(Err(e)),
+            }
+        }
     }
 }

@@ -2,12 +2,13 @@
 //! every record and tells a torn tail (a crash artefact) from corruption.
 //!
 //! ```text
-//! segment header: b"CASKSEG" | version u8 (=1) | id u32 LE | 4 reserved zero bytes
+//! segment header: b"CASKSEG" | version u8 (=1) | id u32 LE | compacted_at u32 LE
+//! (`compacted_at`: Unix seconds when compaction wrote the segment, 0 for the log's own segments)
 //! ```
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::record::{self, HEADER_LEN, Header, Kind};
@@ -67,13 +68,20 @@ pub fn parse_name(name: &str) -> FileName {
     }
 }
 
-/// Encodes a segment header.
-pub fn encode_header(id: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
+/// Encodes a segment header. `compacted_at` is the Unix time in seconds at which
+/// compaction wrote the segment, or 0.
+pub fn encode_header(id: u32, compacted_at: u32) -> [u8; SEGMENT_HEADER_LEN as usize] {
     let mut h = [0u8; SEGMENT_HEADER_LEN as usize];
     h[..7].copy_from_slice(SEGMENT_MAGIC);
     h[7] = FORMAT_VERSION;
     h[8..12].copy_from_slice(&id.to_le_bytes());
+    h[12..16].copy_from_slice(&compacted_at.to_le_bytes());
     h
+}
+
+/// The `compacted_at` field of a (checked) segment header.
+pub fn header_compacted_at(h: &[u8]) -> u32 {
+    u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"))
 }
 
 /// Checks a segment header.
@@ -119,6 +127,8 @@ pub struct Segment {
     pub min_seq: AtomicU64,
     /// Largest sequence number of any record in it.
     pub max_seq: AtomicU64,
+    /// Unix seconds when compaction wrote it (0: written by the log).
+    pub compacted_at: AtomicU32,
 }
 
 impl Segment {
@@ -131,6 +141,7 @@ impl Segment {
             len: AtomicU64::new(len),
             min_seq: AtomicU64::new(u64::MAX),
             max_seq: AtomicU64::new(0),
+            compacted_at: AtomicU32::new(0),
         }
     }
 
@@ -148,7 +159,7 @@ impl Segment {
         let path = segment_path(dir, id);
         let file = vfs.open(&path, true)?;
         file.set_len(0)?;
-        file.write_all_at(&encode_header(id), 0)?;
+        file.write_all_at(&encode_header(id, 0), 0)?;
         file.sync_data()?;
         vfs.sync_dir(dir)?;
         Ok(Segment::new(id, path, file, SEGMENT_HEADER_LEN))
@@ -325,6 +336,15 @@ impl<'a> Scanner<'a> {
         };
         let end = offset + header.record_len();
         if header.key_len as u64 > self.max_key || header.value_len as u64 > self.max_value {
+            if end <= self.len {
+                // The whole record is in the file: it was written, not torn. Refuse it (the
+                // limits were lowered, or the header is damaged); never cut it off.
+                return Ok(Err(BadRecord {
+                    offset,
+                    reason: "record lengths exceed the configured limits".into(),
+                    at_tail: false,
+                }));
+            }
             return Ok(Err(self.bad(
                 offset,
                 "record lengths exceed the configured limits",

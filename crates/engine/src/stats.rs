@@ -11,12 +11,15 @@ pub struct SegmentStats {
     pub bytes: u64,
     /// Bytes of records the index still points at.
     pub live_bytes: u64,
-    /// Bytes of overwritten, deleted or expired records, tombstones and headers.
+    /// Bytes of overwritten, deleted or expired records, tombstones and batch commit records
+    /// (everything but live records and the 16-byte file header).
     pub dead_bytes: u64,
     /// Whether this is the segment currently appended to.
     pub active: bool,
     /// Whether a hint file exists for it.
     pub has_hint: bool,
+    /// When compaction wrote this segment (ms since the Unix epoch, second precision).
+    pub compacted_at: Option<u64>,
 }
 
 /// A snapshot of the database's state.
@@ -28,7 +31,7 @@ pub struct Stats {
     pub total_bytes: u64,
     /// Sum of live record bytes.
     pub live_bytes: u64,
-    /// `total_bytes - live_bytes`.
+    /// Sum of the segments' dead bytes.
     pub dead_bytes: u64,
     /// Highest sequence number written.
     pub seq: u64,
@@ -40,7 +43,8 @@ pub struct Stats {
     pub compactions: u64,
     /// Bytes reclaimed by those compactions.
     pub reclaimed_bytes: u64,
-    /// When the last compaction finished, ms since the Unix epoch.
+    /// When the last compaction finished, ms since the Unix epoch: from this process, or
+    /// else from the headers of the segments earlier compactions wrote.
     pub last_compaction_ms: Option<u64>,
     /// fsyncs performed since open.
     pub syncs: u64,

@@ -10,6 +10,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// An open file, addressed by position: appends and reads never share a cursor.
+#[expect(
+    clippy::len_without_is_empty,
+    reason = "a fallible length; emptiness is never asked"
+)]
 pub trait VFile: Send + Sync + Debug {
     /// Reads exactly `buf.len()` bytes at `offset`; `UnexpectedEof` if the file is shorter.
     fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> io::Result<()>;
@@ -18,10 +22,6 @@ pub trait VFile: Send + Sync + Debug {
     /// Forces written data to stable storage (fdatasync).
     fn sync_data(&self) -> io::Result<()>;
     /// The file's current length.
-    #[expect(
-        clippy::len_without_is_empty,
-        reason = "a fallible length; emptiness is never asked"
-    )]
     fn len(&self) -> io::Result<u64>;
     /// Truncates or extends the file.
     fn set_len(&self, len: u64) -> io::Result<()>;

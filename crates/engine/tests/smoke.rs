@@ -56,4 +56,20 @@ fn set_get_delete_reopen() {
     let db = Db::open(dir.path(), opts()).unwrap();
     assert_eq!(db.scan_prefix(b"k").count(), 1000);
     assert_eq!(db.get(b"x").unwrap(), Some(b"1".to_vec()));
+    // When compaction last ran survives a restart (it is in the output segments' headers).
+    let stats = db.stats();
+    let last = stats
+        .last_compaction_ms
+        .expect("compaction time known after reopen");
+    assert!(
+        db.now_ms().abs_diff(last) < 60_000,
+        "last compaction {last} is not recent"
+    );
+    assert!(stats.segments.iter().any(|s| s.compacted_at.is_some()));
+    assert!(
+        stats
+            .segments
+            .iter()
+            .all(|s| s.bytes == 16 + s.live_bytes + s.dead_bytes)
+    );
 }
