@@ -199,6 +199,15 @@ fn requirepass_gates_every_command_but_auth() {
     c.expect(b"+OK\r\n");
     c.send(&resp(&[b"SET", b"k", b"v"]));
     c.expect(b"+OK\r\n");
+    // HELLO can authenticate and switch protocol at once.
+    let mut h = s.connect();
+    h.send(&resp(&[b"HELLO", b"3"]));
+    assert!(
+        h.line()
+            .starts_with("-NOAUTH HELLO must be called with the client already authenticated")
+    );
+    h.send(&resp(&[b"HELLO", b"3", b"AUTH", b"default", b"s3cret"]));
+    assert_eq!(h.line(), "%7\r\n");
     // Unauthenticated clients cannot make the server buffer large requests.
     let mut c = s.connect();
     c.send(b"*20\r\n");
@@ -307,4 +316,49 @@ fn quit_replies_then_closes() {
     c.send(&resp(&[b"QUIT"]));
     c.expect(b"+OK\r\n");
     assert!(c.is_closed());
+}
+
+#[test]
+fn environment_overrides_file_and_flag_overrides_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cask.toml");
+    std::fs::write(&cfg, "proto_max_bulk_len = 10\nmaxclients = 5\n").unwrap();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cask"));
+    cmd.arg("--dir")
+        .arg(dir.path().join("data"))
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--sync",
+            "never",
+            "--maxclients",
+            "7",
+        ])
+        .arg("--config")
+        .arg(&cfg)
+        .env("CASK_PROTO_MAX_BULK_LEN", "20")
+        .env("CASK_MAXCLIENTS", "6")
+        .env("CASK_LOG", "warn")
+        .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stderr));
+    let addr = loop {
+        let line = lines.next().expect("address line").unwrap();
+        if let Some(a) = line.strip_prefix("cask: listening on ") {
+            break a.to_string();
+        }
+    };
+    let stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut c = server_common::Raw(stream);
+    c.send(&resp(&[b"CONFIG", b"GET", b"proto-max-bulk-len"]));
+    c.expect(b"*2\r\n$18\r\nproto-max-bulk-len\r\n$2\r\n20\r\n");
+    c.send(&resp(&[b"CONFIG", b"GET", b"maxclients"]));
+    c.expect(b"*2\r\n$10\r\nmaxclients\r\n$1\r\n7\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
 }

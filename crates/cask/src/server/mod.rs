@@ -33,6 +33,9 @@ use tokio::sync::{Notify, mpsc, watch};
 use crate::config::{ServeArgs, ServerConfig};
 use keyspace::Store;
 
+/// How long shutdown waits for connections to finish what they have read.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Server-wide counters reported by INFO.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -268,10 +271,17 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
         }
     }
     drop(listener);
-    // Tell every handler, then wait until the last one has dropped its sender.
+    // Tell every handler, then wait until the last one has dropped its sender. A client
+    // that stopped reading its replies must not hold the shutdown forever: after the grace
+    // period the database is closed anyway (late writes then fail, unacknowledged).
     let _ = notify_shutdown.send(true);
     drop(done_tx);
-    let _ = done_rx.recv().await;
+    if tokio::time::timeout(SHUTDOWN_GRACE, done_rx.recv())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still busy after the shutdown grace period; closing anyway");
+    }
     let store_db = shared.store.db.clone();
     match tokio::task::spawn_blocking(move || store_db.sync()).await {
         Ok(Ok(())) => ExitCode::SUCCESS,
