@@ -153,6 +153,17 @@ fn unknown_commands_and_wrong_arity_get_redis_errors() {
     c.expect(b"-ERR DB index is out of range\r\n");
     c.send(&resp(&[b"SET", b"k", b"v", b"NX", b"XX"]));
     c.expect(b"-ERR syntax error\r\n");
+    // Engine refusals become error replies, never +OK.
+    c.send(&resp(&[b"SET", &[b'k'; 70_000], b"v"]));
+    let line = c.line();
+    assert!(
+        line.starts_with("-ERR key is 70002 bytes, over the limit"),
+        "{line}"
+    );
+    c.send(&resp(&[b"EXISTS", &[b'k'; 70_000]]));
+    c.expect(b":0\r\n");
+    c.send(&resp(&[b"gEt", b"k"]));
+    c.expect(b"$10\r\nnotanumber\r\n");
     // The connection survives all of that.
     c.send(&resp(&[b"PING"]));
     c.expect(b"+PONG\r\n");

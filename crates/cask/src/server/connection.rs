@@ -68,6 +68,7 @@ pub async fn handle(
         proto: AtomicU8::new(2),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
+        last_cmd: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
     let admitted = {
         let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());

@@ -78,6 +78,8 @@ pub struct ClientHandle {
     pub killed: AtomicBool,
     /// Wakes the handler on CLIENT KILL.
     pub kill: Notify,
+    /// Index in the command table of the last command run (`usize::MAX`: none yet).
+    pub last_cmd: std::sync::atomic::AtomicUsize,
 }
 
 /// Names a client gave itself.
@@ -89,8 +91,6 @@ pub struct ClientNames {
     pub lib_name: String,
     /// CLIENT SETINFO LIB-VER.
     pub lib_ver: String,
-    /// Last command executed.
-    pub last_cmd: &'static str,
 }
 
 /// State shared by every connection.

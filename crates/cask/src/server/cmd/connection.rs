@@ -182,11 +182,9 @@ fn client_line(h: &crate::server::ClientHandle) -> String {
         h.laddr,
         names.name,
         h.db.load(Ordering::Relaxed),
-        if names.last_cmd.is_empty() {
-            "NULL"
-        } else {
-            names.last_cmd
-        },
+        COMMANDS
+            .get(h.last_cmd.load(Ordering::Relaxed))
+            .map_or("NULL", |c| c.name),
         h.proto.load(Ordering::Relaxed),
         names.lib_name,
         names.lib_ver,

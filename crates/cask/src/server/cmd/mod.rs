@@ -259,15 +259,32 @@ pub static COMMANDS: &[Spec] = &[
 
 /// Looks a command up by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
-    COMMANDS
-        .iter()
-        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// The position of a command in [`COMMANDS`], by name, case-insensitively.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], usize>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect()
+    });
+    // Command names are short: lowercase them on the stack.
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index.get(&*lower).copied()
 }
 
 /// Runs one request (`args[0]` is the command name).
 pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> Outcome {
     shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-    let Some(spec) = lookup(&args[0]) else {
+    let Some(index) = lookup_index(&args[0]) else {
         let mut rest = String::new();
         for a in &args[1..] {
             if rest.len() >= 128 {
@@ -281,6 +298,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
             truncate(&args[0], 128)
         )));
     };
+    let spec = &COMMANDS[index];
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         return Outcome::Reply(Frame::error(CmdError::arity(spec.name).0));
@@ -288,9 +306,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     if !client.authenticated && !spec.flags.contains(&"noauth") {
         return Outcome::Reply(Frame::error("NOAUTH Authentication required."));
     }
-    if let Ok(mut names) = client.handle.names.lock() {
-        names.last_cmd = spec.name;
-    }
+    client.handle.last_cmd.store(index, Ordering::Relaxed);
     let mut ctx = Ctx { shared, client };
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
