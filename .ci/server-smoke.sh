@@ -57,7 +57,8 @@ expect 1 INCR counter
 expect 11 INCRBY counter 10
 expect OK SET temp value
 expect 1 EXPIRE temp 100
-expect 100 TTL temp
+ttl=$(redis-cli -p "$port" TTL temp)
+[ "$ttl" = 100 ] || [ "$ttl" = 99 ] || fail "TTL temp: expected 100 (or 99 on a slow machine), got '$ttl'"
 expect -1 TTL greeting
 expect -2 TTL missing
 expect 1 DEL temp

@@ -232,15 +232,10 @@ async fn flush(
         return Ok(());
     }
     // Only `always` makes the wait block; the other policies would return at once, so do
-    // not pay for a trip through the blocking pool.
+    // not pay for a trip through the durability thread.
     let version = std::mem::take(&mut client.max_version);
     if version > 0 && shared.store.db.options().sync == SyncPolicy::Always {
-        let db = shared.store.db.clone();
-        let durable = tokio::task::spawn_blocking(move || db.wait_durable(version))
-            .await
-            .map_err(|e| e.to_string())
-            .and_then(|r| r.map_err(|e| e.to_string()));
-        if let Err(e) = durable {
+        if let Err(e) = shared.durability.wait(version).await {
             tracing::error!(error = %e, "durability wait failed");
             for p in pending.iter_mut().filter(|p| p.wrote) {
                 p.frame = Frame::error(format!("ERR write not durable: {e}"));

@@ -7,11 +7,13 @@
 //!   buffer is executed, then one durability wait, then one write of all replies).
 //! - [`cmd`]: the commands, one module per family, and the dispatch table.
 //! - [`keyspace`]: how Redis keys and typed values map onto engine records.
+//! - [`durability`]: one thread that batches the connections' waits for fsync.
 //! - [`shutdown`]: graceful shutdown on SIGINT, SIGTERM or `SHUTDOWN`: stop accepting,
 //!   let every handler finish the requests it has, sync and close the database.
 
 pub mod cmd;
 pub mod connection;
+pub mod durability;
 pub mod frame;
 pub mod glob;
 pub mod keyspace;
@@ -98,6 +100,8 @@ pub struct ClientNames {
 pub struct Shared {
     /// Typed access to the engine.
     pub store: Store,
+    /// Where connections wait for their writes to be durable.
+    pub durability: durability::Durability,
     /// The configuration the server started with.
     pub config: ServerConfig,
     /// The password in force (CONFIG SET requirepass changes it).
@@ -236,8 +240,16 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
             "the HTTP API is not part of this build; --http-port is ignored"
         );
     }
+    let durability = match durability::Durability::start(db.clone()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("cask: cannot start the durability thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let shared = Arc::new(Shared {
         store: Store::new(db),
+        durability,
         requirepass: RwLock::new(config.requirepass.clone()),
         config,
         started: Instant::now(),
