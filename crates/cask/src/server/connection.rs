@@ -234,12 +234,13 @@ async fn flush(
     // Only `always` makes the wait block; the other policies would return at once, so do
     // not pay for a trip through the durability thread.
     let version = std::mem::take(&mut client.max_version);
-    if version > 0 && shared.store.db.options().sync == SyncPolicy::Always {
-        if let Err(e) = shared.durability.wait(version).await {
-            tracing::error!(error = %e, "durability wait failed");
-            for p in pending.iter_mut().filter(|p| p.wrote) {
-                p.frame = Frame::error(format!("ERR write not durable: {e}"));
-            }
+    if version > 0
+        && shared.store.db.options().sync == SyncPolicy::Always
+        && let Err(e) = shared.durability.wait(version).await
+    {
+        tracing::error!(error = %e, "durability wait failed");
+        for p in pending.iter_mut().filter(|p| p.wrote) {
+            p.frame = Frame::error(format!("ERR write not durable: {e}"));
         }
     }
     let mut out = BytesMut::new();
