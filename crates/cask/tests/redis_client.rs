@@ -208,6 +208,28 @@ fn keys_scan_rename_copy_move() {
         .map(Result::unwrap)
         .collect();
     assert_eq!(users.len(), 1 + 10 + 100);
+    let (cursor, typed): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("MATCH")
+        .arg("other:*")
+        .arg("TYPE")
+        .arg("string")
+        .arg("COUNT")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((cursor.as_str(), typed.len()), ("0", 20));
+    let (_, none): (String, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("TYPE")
+        .arg("hash")
+        .arg("COUNT")
+        .arg(1000)
+        .query(&mut c)
+        .unwrap();
+    assert!(none.is_empty());
+    let err: RedisResult<Value> = redis::cmd("SCAN").arg("x").query(&mut c);
+    assert!(err.unwrap_err().to_string().contains("invalid cursor"));
     let mut keys: Vec<String> = c.keys("other:1?").unwrap();
     keys.sort();
     assert_eq!(keys.len(), 10);
