@@ -1,13 +1,19 @@
 //! Server configuration: flags override `CASK_*` environment variables, which override the
-//! TOML file given by `--config`.
+//! TOML file given by `--config`, which overrides the built-in defaults.
+//!
+//! clap already resolves "flag, else environment variable" for every field of [`ServeArgs`];
+//! [`ServerConfig::resolve`] then falls back to the TOML file and finally to the defaults.
 
-use std::path::PathBuf;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
 
 /// Flags of `cask serve`. Every field is optional so that a flag or variable that was not
 /// given falls through to the TOML file, then to the built-in default.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
-    /// RESP port (default 7379).
+    /// RESP port (default 7379; 0 picks a free port).
     #[arg(long, env = "CASK_PORT")]
     pub port: Option<u16>,
     /// Address to listen on (default 127.0.0.1).
@@ -25,10 +31,263 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "CASK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// HTTP API port (default 7380, 0 disables it).
+    /// HTTP API port (default 7380, 0 disables it). Reserved: accepted and ignored for now.
     #[arg(long, env = "CASK_HTTP_PORT")]
     pub http_port: Option<u16>,
     /// Refuse non-loopback binds without a password: yes or no (default yes).
     #[arg(long, env = "CASK_PROTECTED_MODE")]
     pub protected_mode: Option<String>,
+    /// Largest bulk string a client may send, in bytes (default 512 MiB).
+    #[arg(long, env = "CASK_PROTO_MAX_BULK_LEN")]
+    pub proto_max_bulk_len: Option<u64>,
+    /// Most arguments in one command (default 1048576).
+    #[arg(long, env = "CASK_PROTO_MAX_MULTIBULK_LEN")]
+    pub proto_max_multibulk_len: Option<u64>,
+    /// Largest unprocessed input buffered per client, in bytes (default 1 GiB).
+    #[arg(long, env = "CASK_CLIENT_QUERY_BUFFER_LIMIT")]
+    pub client_query_buffer_limit: Option<u64>,
+}
+
+/// The TOML file: the same keys as the flags, with underscores.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    port: Option<u16>,
+    bind: Option<String>,
+    sync: Option<String>,
+    requirepass: Option<String>,
+    maxclients: Option<usize>,
+    http_port: Option<u16>,
+    protected_mode: Option<String>,
+    proto_max_bulk_len: Option<u64>,
+    proto_max_multibulk_len: Option<u64>,
+    client_query_buffer_limit: Option<u64>,
+}
+
+/// Protocol limits, all checked before the memory they bound is allocated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest bulk string in a request.
+    pub max_bulk_len: u64,
+    /// Most arguments in one multibulk request.
+    pub max_multibulk_len: u64,
+    /// Largest unparsed input held for one client.
+    pub query_buffer_limit: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_bulk_len: 512 << 20,
+            max_multibulk_len: 1 << 20,
+            query_buffer_limit: 1 << 30,
+        }
+    }
+}
+
+/// The resolved configuration of `cask serve`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// RESP port; 0 picks a free one.
+    pub port: u16,
+    /// Sync policy text, as accepted by `SyncPolicy::from_str`.
+    pub sync: String,
+    /// Password required by AUTH, if any.
+    pub requirepass: Option<String>,
+    /// Maximum simultaneous clients.
+    pub maxclients: usize,
+    /// Reserved HTTP port.
+    pub http_port: u16,
+    /// Whether protected mode is on.
+    pub protected_mode: bool,
+    /// Protocol limits.
+    pub limits: Limits,
+}
+
+/// A configuration that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {}: {source}", .path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML file is malformed.
+    #[error("invalid config file {}: {message}", .path.display())]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What toml reported.
+        message: String,
+    },
+    /// A value is out of range or unknown.
+    #[error("invalid value for {name}: {message}")]
+    Invalid {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ServerConfig {
+    /// Resolves flags/environment (already merged by clap), the TOML file and defaults.
+    ///
+    /// # Errors
+    /// An unreadable or malformed file, or an invalid value.
+    pub fn resolve(args: &ServeArgs) -> Result<ServerConfig, ConfigError> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let defaults = Limits::default();
+        let protected = args
+            .protected_mode
+            .clone()
+            .or(file.protected_mode)
+            .unwrap_or_else(|| "yes".into());
+        let protected_mode = match protected.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "1" => true,
+            "no" | "false" | "0" => false,
+            other => {
+                return Err(ConfigError::Invalid {
+                    name: "protected-mode",
+                    message: format!("expected yes or no, got '{other}'"),
+                });
+            }
+        };
+        let cfg = ServerConfig {
+            bind: args
+                .bind
+                .clone()
+                .or(file.bind)
+                .unwrap_or_else(|| "127.0.0.1".into()),
+            port: args.port.or(file.port).unwrap_or(7379),
+            sync: args
+                .sync
+                .clone()
+                .or(file.sync)
+                .unwrap_or_else(|| "interval".into()),
+            requirepass: args
+                .requirepass
+                .clone()
+                .or(file.requirepass)
+                .filter(|p| !p.is_empty()),
+            maxclients: args.maxclients.or(file.maxclients).unwrap_or(10_000),
+            http_port: args.http_port.or(file.http_port).unwrap_or(7380),
+            protected_mode,
+            limits: Limits {
+                max_bulk_len: args
+                    .proto_max_bulk_len
+                    .or(file.proto_max_bulk_len)
+                    .unwrap_or(defaults.max_bulk_len),
+                max_multibulk_len: args
+                    .proto_max_multibulk_len
+                    .or(file.proto_max_multibulk_len)
+                    .unwrap_or(defaults.max_multibulk_len),
+                query_buffer_limit: args
+                    .client_query_buffer_limit
+                    .or(file.client_query_buffer_limit)
+                    .unwrap_or(defaults.query_buffer_limit),
+            },
+        };
+        if cfg.maxclients == 0 {
+            return Err(ConfigError::Invalid {
+                name: "maxclients",
+                message: "must be at least 1".into(),
+            });
+        }
+        if cfg.limits.max_bulk_len == 0 || cfg.limits.query_buffer_limit < 1024 {
+            return Err(ConfigError::Invalid {
+                name: "limits",
+                message: "proto-max-bulk-len must be > 0 and client-query-buffer-limit >= 1024"
+                    .into(),
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// Whether the bind address is a loopback address (or `localhost`).
+    pub fn binds_loopback(&self) -> bool {
+        if self.bind.eq_ignore_ascii_case("localhost") {
+            return true;
+        }
+        self.bind
+            .parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_apply_without_flags_or_file() {
+        let cfg = ServerConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!(cfg.bind, "127.0.0.1");
+        assert_eq!(cfg.port, 7379);
+        assert_eq!(cfg.sync, "interval");
+        assert!(cfg.protected_mode);
+        assert_eq!(cfg.limits, Limits::default());
+    }
+
+    #[test]
+    fn flags_override_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cask.toml");
+        std::fs::write(
+            &path,
+            "port = 9000\nbind = \"127.0.0.2\"\nsync = \"never\"\nproto_max_bulk_len = 100\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            port: Some(9100),
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.port, 9100, "flag wins over file");
+        assert_eq!(cfg.bind, "127.0.0.2", "file wins over default");
+        assert_eq!(cfg.sync, "never");
+        assert_eq!(cfg.limits.max_bulk_len, 100);
+        assert_eq!(cfg.limits.query_buffer_limit, 1 << 30);
+    }
+
+    #[test]
+    fn bad_file_and_values_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cask.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        assert!(matches!(
+            ServerConfig::resolve(&args),
+            Err(ConfigError::Parse { .. })
+        ));
+        let args = ServeArgs {
+            protected_mode: Some("maybe".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServerConfig::resolve(&args).is_err());
+    }
 }

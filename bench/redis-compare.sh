@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Side-by-side redis-benchmark of `cask serve` and redis-server, started in temp dirs on
+# their own ports, in the same run. Prints one line per (server, durability, pipeline, test).
+#
+#   cargo build --release -p cask
+#   bench/redis-compare.sh [target/release/cask] > results.txt
+#
+# Pairs compared:
+#   cask --sync interval   vs  redis-server --appendonly yes --appendfsync everysec
+#   cask --sync always     vs  redis-server --appendonly yes --appendfsync always
+# Each with: redis-benchmark -t set,get,incr -c 50 -n 200000 -r 100000 -P {1,16} -q
+set -euo pipefail
+bin=${1:-target/release/cask}
+n=${N:-200000}
+tmp=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        redis-cli -p "$1" PING >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "server on port $1 did not start" >&2
+    exit 1
+}
+
+run() { # label port
+    for p in 1 16; do
+        redis-benchmark -p "$2" -t set,get,incr -c 50 -n "$n" -r 100000 -P "$p" -q 2>/dev/null \
+            | tr '\r' '\n' | grep -E '^(SET|GET|INCR): [0-9.]+ requests' \
+            | awk -v l="$1" -v p="$p" '{ printf "%-22s P=%-2s %-5s %s\n", l, p, $1, $2 }'
+    done
+}
+
+for mode in interval always; do
+    case $mode in
+        interval) fsync=everysec ;;
+        always) fsync=always ;;
+    esac
+    mkdir -p "$tmp/cask-$mode" "$tmp/redis-$mode"
+    "$bin" --dir "$tmp/cask-$mode/data" serve --port 7479 --sync "$mode" 2>"$tmp/cask-$mode.log" &
+    pids+=($!)
+    redis-server --port 7480 --dir "$tmp/redis-$mode" --save "" --appendonly yes \
+        --appendfsync "$fsync" --daemonize no >"$tmp/redis-$mode.log" 2>&1 &
+    pids+=($!)
+    wait_port 7479
+    wait_port 7480
+    run "cask sync=$mode" 7479
+    run "redis aof=$fsync" 7480
+    redis-cli -p 7479 SHUTDOWN >/dev/null 2>&1 || true
+    redis-cli -p 7480 SHUTDOWN NOSAVE >/dev/null 2>&1 || true
+    sleep 1
+done

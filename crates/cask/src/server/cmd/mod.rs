@@ -1,0 +1,362 @@
+//! Commands: the dispatch table, argument helpers, and one module per command family.
+//!
+//! [`execute`] follows Redis's `processCommand` order: look the command up (unknown command
+//! error), check its arity (wrong number of arguments), check authentication (`NOAUTH`),
+//! then run it. Handlers get a [`Ctx`] and the arguments after the command name, and
+//! return a [`Frame`] or a [`CmdError`] that becomes the `-ERR ...` reply. Handlers never
+//! panic on client input: every argument is validated and every engine error is mapped.
+
+pub mod connection;
+pub mod keys;
+pub mod server;
+pub mod strings;
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+
+use super::Shared;
+use super::connection::ClientState;
+use super::frame::Frame;
+use super::keyspace::Store;
+
+/// A command's failure: the full error reply text, code included (`ERR ...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdError(pub String);
+
+/// Result of a command step.
+pub type CmdResult<T> = Result<T, CmdError>;
+
+impl CmdError {
+    /// `ERR <msg>`.
+    pub fn err(msg: impl std::fmt::Display) -> CmdError {
+        CmdError(format!("ERR {msg}"))
+    }
+    /// Redis's syntax error.
+    pub fn syntax() -> CmdError {
+        CmdError("ERR syntax error".into())
+    }
+    /// Redis's integer parse error.
+    pub fn not_integer() -> CmdError {
+        CmdError("ERR value is not an integer or out of range".into())
+    }
+    /// Redis's float parse error.
+    pub fn not_float() -> CmdError {
+        CmdError("ERR value is not a valid float".into())
+    }
+    /// Redis's type error.
+    pub fn wrong_type() -> CmdError {
+        CmdError("WRONGTYPE Operation against a key holding the wrong kind of value".into())
+    }
+    /// Redis's missing key error (RENAME and friends).
+    pub fn no_such_key() -> CmdError {
+        CmdError("ERR no such key".into())
+    }
+    /// Wrong arity for `name` (lowercase, `a|b` for subcommands).
+    pub fn arity(name: &str) -> CmdError {
+        CmdError(format!(
+            "ERR wrong number of arguments for '{name}' command"
+        ))
+    }
+    /// Unknown subcommand of `cmd`.
+    pub fn unknown_subcommand(sub: &[u8], cmd: &str) -> CmdError {
+        CmdError(format!(
+            "ERR unknown subcommand '{}'. Try {} HELP.",
+            truncate(sub, 128),
+            cmd.to_ascii_uppercase()
+        ))
+    }
+}
+
+impl From<cask_engine::Error> for CmdError {
+    fn from(e: cask_engine::Error) -> Self {
+        tracing::warn!(error = %e, "engine error");
+        CmdError::err(e)
+    }
+}
+
+/// What the connection does after a command.
+pub enum Outcome {
+    /// Send this reply.
+    Reply(Frame),
+    /// Send this reply, then close the connection (QUIT).
+    Close(Frame),
+    /// Close the connection without a reply and shut the server down (SHUTDOWN).
+    Shutdown,
+    /// Run this off the runtime's workers (fsync, compaction), then send its reply.
+    Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
+}
+
+/// The context of one command execution.
+pub struct Ctx<'a> {
+    /// Server-wide state.
+    pub shared: &'a Shared,
+    /// This connection's state.
+    pub client: &'a mut ClientState,
+}
+
+impl Ctx<'_> {
+    /// The store.
+    pub fn store(&self) -> &Store {
+        &self.shared.store
+    }
+    /// The selected database.
+    pub fn db(&self) -> u8 {
+        self.client.db
+    }
+    /// Records a write so the reply waits for its durability.
+    pub fn wrote(&mut self, version: u64) {
+        self.client.max_version = self.client.max_version.max(version);
+    }
+    /// Now, in ms since the epoch, by the engine's clock.
+    pub fn now_ms(&self) -> u64 {
+        self.shared.store.db.now_ms()
+    }
+    /// Counts a key lookup for INFO's keyspace_hits / keyspace_misses.
+    pub fn count_lookup(&self, hit: bool) {
+        let c = &self.shared.counters;
+        if hit {
+            c.hits.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.misses.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A handler: plain commands reply; a few need the connection to do more.
+#[derive(Clone, Copy)]
+pub enum Handler {
+    /// Replies with a frame.
+    Plain(fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Frame>),
+    /// Returns an [`Outcome`].
+    Special(fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Outcome>),
+}
+
+/// One entry of the command table (also what COMMAND INFO reports).
+pub struct Spec {
+    /// Lowercase name.
+    pub name: &'static str,
+    /// Redis arity: `n` exactly n arguments (name included), `-n` at least n.
+    pub arity: i64,
+    /// Redis command flags.
+    pub flags: &'static [&'static str],
+    /// First key argument (0: none).
+    pub first_key: i64,
+    /// Last key argument (-1: the last argument).
+    pub last_key: i64,
+    /// Step between keys.
+    pub step: i64,
+    /// The code.
+    pub handler: Handler,
+}
+
+const W: &[&str] = &["write"];
+const WD: &[&str] = &["write", "denyoom"];
+const R: &[&str] = &["readonly", "fast"];
+const F: &[&str] = &["fast"];
+const NA: &[&str] = &["noauth", "fast"];
+const A: &[&str] = &["admin"];
+
+macro_rules! spec {
+    ($name:literal, $arity:expr, $flags:expr, $f:expr, $l:expr, $s:expr, plain $h:path) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $f,
+            last_key: $l,
+            step: $s,
+            handler: Handler::Plain($h),
+        }
+    };
+    ($name:literal, $arity:expr, $flags:expr, $f:expr, $l:expr, $s:expr, special $h:path) => {
+        Spec {
+            name: $name,
+            arity: $arity,
+            flags: $flags,
+            first_key: $f,
+            last_key: $l,
+            step: $s,
+            handler: Handler::Special($h),
+        }
+    };
+}
+
+/// Every command cask implements.
+pub static COMMANDS: &[Spec] = &[
+    // Connection.
+    spec!("ping", -1, F, 0, 0, 0, plain connection::ping),
+    spec!("echo", 2, F, 0, 0, 0, plain connection::echo),
+    spec!("hello", -1, NA, 0, 0, 0, plain connection::hello),
+    spec!("auth", -2, NA, 0, 0, 0, plain connection::auth),
+    spec!("select", 2, F, 0, 0, 0, plain connection::select),
+    spec!("quit", -1, NA, 0, 0, 0, special connection::quit),
+    spec!("reset", 1, NA, 0, 0, 0, plain connection::reset),
+    spec!("client", -2, &[], 0, 0, 0, plain connection::client),
+    spec!("command", -1, &[], 0, 0, 0, plain connection::command),
+    // Server.
+    spec!("info", -1, &[], 0, 0, 0, plain server::info),
+    spec!("config", -2, A, 0, 0, 0, plain server::config),
+    spec!("dbsize", 1, R, 0, 0, 0, plain server::dbsize),
+    spec!("flushdb", -1, W, 0, 0, 0, plain server::flushdb),
+    spec!("flushall", -1, W, 0, 0, 0, plain server::flushall),
+    spec!("time", 1, F, 0, 0, 0, plain server::time),
+    spec!("lastsave", 1, F, 0, 0, 0, plain server::lastsave),
+    spec!("save", 1, A, 0, 0, 0, special server::save),
+    spec!("bgsave", -1, A, 0, 0, 0, plain server::bgsave),
+    spec!("bgrewriteaof", 1, A, 0, 0, 0, plain server::bgrewriteaof),
+    spec!("shutdown", -1, A, 0, 0, 0, special server::shutdown),
+    spec!("function", -2, &["noscript"], 0, 0, 0, plain server::function),
+    // Strings.
+    spec!("get", 2, R, 1, 1, 1, plain strings::get),
+    spec!("set", -3, WD, 1, 1, 1, plain strings::set),
+    spec!("setnx", 3, WD, 1, 1, 1, plain strings::setnx),
+    spec!("setex", 4, WD, 1, 1, 1, plain strings::setex),
+    spec!("psetex", 4, WD, 1, 1, 1, plain strings::psetex),
+    spec!("mget", -2, R, 1, -1, 1, plain strings::mget),
+    spec!("mset", -3, WD, 1, -1, 2, plain strings::mset),
+    spec!("msetnx", -3, WD, 1, -1, 2, plain strings::msetnx),
+    spec!("getset", 3, WD, 1, 1, 1, plain strings::getset),
+    spec!("getdel", 2, W, 1, 1, 1, plain strings::getdel),
+    spec!("getex", -2, W, 1, 1, 1, plain strings::getex),
+    spec!("append", 3, WD, 1, 1, 1, plain strings::append),
+    spec!("strlen", 2, R, 1, 1, 1, plain strings::strlen),
+    spec!("incr", 2, WD, 1, 1, 1, plain strings::incr),
+    spec!("decr", 2, WD, 1, 1, 1, plain strings::decr),
+    spec!("incrby", 3, WD, 1, 1, 1, plain strings::incrby),
+    spec!("decrby", 3, WD, 1, 1, 1, plain strings::decrby),
+    spec!("incrbyfloat", 3, WD, 1, 1, 1, plain strings::incrbyfloat),
+    spec!("getrange", 4, &["readonly"], 1, 1, 1, plain strings::getrange),
+    spec!("substr", 4, &["readonly"], 1, 1, 1, plain strings::getrange),
+    spec!("setrange", 4, WD, 1, 1, 1, plain strings::setrange),
+    spec!("setbit", 4, WD, 1, 1, 1, plain strings::setbit),
+    spec!("getbit", 3, R, 1, 1, 1, plain strings::getbit),
+    spec!("lcs", -3, &["readonly"], 1, 2, 1, plain strings::lcs),
+    // Keys.
+    spec!("del", -2, W, 1, -1, 1, plain keys::del),
+    spec!("unlink", -2, W, 1, -1, 1, plain keys::del),
+    spec!("exists", -2, R, 1, -1, 1, plain keys::exists),
+    spec!("touch", -2, R, 1, -1, 1, plain keys::exists),
+    spec!("type", 2, R, 1, 1, 1, plain keys::type_),
+    spec!("keys", 2, &["readonly"], 0, 0, 0, plain keys::keys),
+    spec!("scan", -2, &["readonly"], 0, 0, 0, plain keys::scan),
+    spec!("randomkey", 1, &["readonly"], 0, 0, 0, plain keys::randomkey),
+    spec!("rename", 3, W, 1, 2, 1, plain keys::rename),
+    spec!("renamenx", 3, W, 1, 2, 1, plain keys::renamenx),
+    spec!("copy", -3, WD, 1, 2, 1, plain keys::copy),
+    spec!("move", 3, W, 1, 1, 1, plain keys::move_),
+    spec!("expire", -3, W, 1, 1, 1, plain keys::expire),
+    spec!("pexpire", -3, W, 1, 1, 1, plain keys::pexpire),
+    spec!("expireat", -3, W, 1, 1, 1, plain keys::expireat),
+    spec!("pexpireat", -3, W, 1, 1, 1, plain keys::pexpireat),
+    spec!("expiretime", 2, R, 1, 1, 1, plain keys::expiretime),
+    spec!("pexpiretime", 2, R, 1, 1, 1, plain keys::pexpiretime),
+    spec!("ttl", 2, R, 1, 1, 1, plain keys::ttl),
+    spec!("pttl", 2, R, 1, 1, 1, plain keys::pttl),
+    spec!("persist", 2, W, 1, 1, 1, plain keys::persist),
+    spec!("object", -2, &["readonly"], 0, 0, 0, plain keys::object),
+];
+
+/// Looks a command up by name, case-insensitively.
+pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
+    lookup_index(name).map(|i| &COMMANDS[i])
+}
+
+/// The position of a command in [`COMMANDS`], by name, case-insensitively.
+pub fn lookup_index(name: &[u8]) -> Option<usize> {
+    static INDEX: std::sync::OnceLock<std::collections::HashMap<&'static [u8], usize>> =
+        std::sync::OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        COMMANDS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.name.as_bytes(), i))
+            .collect()
+    });
+    // Command names are short: lowercase them on the stack.
+    let mut buf = [0u8; 32];
+    let lower = buf.get_mut(..name.len())?;
+    lower.copy_from_slice(name);
+    lower.make_ascii_lowercase();
+    index.get(&*lower).copied()
+}
+
+/// Runs one request (`args[0]` is the command name).
+pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> Outcome {
+    shared.counters.commands.fetch_add(1, Ordering::Relaxed);
+    let Some(index) = lookup_index(&args[0]) else {
+        let mut rest = String::new();
+        for a in &args[1..] {
+            if rest.len() >= 128 {
+                break;
+            }
+            let room = 128 - rest.len();
+            rest.push_str(&format!("'{}' ", truncate(a, room)));
+        }
+        return Outcome::Reply(Frame::error(format!(
+            "ERR unknown command '{}', with args beginning with: {rest}",
+            truncate(&args[0], 128)
+        )));
+    };
+    let spec = &COMMANDS[index];
+    let n = args.len() as i64;
+    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        return Outcome::Reply(Frame::error(CmdError::arity(spec.name).0));
+    }
+    if !client.authenticated && !spec.flags.contains(&"noauth") {
+        return Outcome::Reply(Frame::error("NOAUTH Authentication required."));
+    }
+    client.handle.last_cmd.store(index, Ordering::Relaxed);
+    let mut ctx = Ctx { shared, client };
+    let res = match spec.handler {
+        Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
+        Handler::Special(h) => h(&mut ctx, &args[1..]),
+    };
+    res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
+}
+
+/// At most `max` bytes of `b`, lossily as text, for error messages.
+pub fn truncate(b: &[u8], max: usize) -> String {
+    let s = String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned();
+    s.replace(['\r', '\n'], " ")
+}
+
+/// Parses an integer argument strictly (Redis's `string2ll`).
+///
+/// # Errors
+/// `ERR value is not an integer or out of range`.
+pub fn int_arg(b: &[u8]) -> CmdResult<i64> {
+    super::parse::parse_i64(b).ok_or_else(CmdError::not_integer)
+}
+
+/// Parses a float argument like Redis's `string2ld`: no spaces, no NaN.
+///
+/// # Errors
+/// `ERR value is not a valid float`.
+pub fn float_arg(b: &[u8]) -> CmdResult<f64> {
+    parse_float(b).ok_or_else(CmdError::not_float)
+}
+
+/// Parses a float the way Redis accepts one (`inf`, `-inf`, decimal, exponent); `None` for
+/// NaN, spaces or junk.
+pub fn parse_float(b: &[u8]) -> Option<f64> {
+    let s = std::str::from_utf8(b).ok()?;
+    if s.is_empty() || s.len() > 5000 || s.starts_with(char::is_whitespace) {
+        return None;
+    }
+    if s.ends_with(char::is_whitespace) {
+        return None;
+    }
+    let v: f64 = match s.to_ascii_lowercase().as_str() {
+        "inf" | "+inf" | "infinity" | "+infinity" => f64::INFINITY,
+        "-inf" | "-infinity" => f64::NEG_INFINITY,
+        l if l.contains("nan") || l.contains("inf") => return None,
+        _ => s.parse().ok()?,
+    };
+    Some(v)
+}
+
+/// Whether an argument equals a keyword, ignoring ASCII case.
+pub fn is(arg: &[u8], word: &str) -> bool {
+    arg.eq_ignore_ascii_case(word.as_bytes())
+}

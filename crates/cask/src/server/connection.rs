@@ -1,0 +1,258 @@
+//! One client connection: read, parse every complete request, execute, wait once for
+//! durability, write every reply at once.
+//!
+//! Pipelining comes for free from that loop: a client that sends a hundred requests in one
+//! packet gets them executed back to back, one fsync (under `--sync always`, shared with
+//! other connections by the engine's group commit) and one write. Replies are kept as frames
+//! until the durability wait has succeeded, so a failed fsync turns every write's `+OK`
+//! into an error instead of a lie.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::time::Instant;
+
+use bytes::{Buf, Bytes, BytesMut};
+use cask_engine::SyncPolicy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, watch};
+
+use super::cmd::{self, Outcome};
+use super::frame::Frame;
+use super::parse::{Parsed, parse};
+use super::{ClientHandle, ClientNames, Shared};
+
+/// Replies held back before a flush even if more requests are buffered.
+const FLUSH_EVERY: usize = 1024;
+
+/// Per-connection state the commands read and change.
+#[derive(Debug)]
+pub struct ClientState {
+    /// The registry entry (name, db, kill switch).
+    pub handle: Arc<ClientHandle>,
+    /// Selected database.
+    pub db: u8,
+    /// RESP version: 2 or 3.
+    pub proto: u8,
+    /// Whether AUTH succeeded (or no password is required).
+    pub authenticated: bool,
+    /// Highest engine version written by the requests not yet acknowledged.
+    pub max_version: u64,
+}
+
+struct Pending {
+    frame: Frame,
+    wrote: bool,
+    /// The protocol in force when the request ran (HELLO may change it mid-pipeline).
+    proto: u8,
+}
+
+/// Serves one client until it quits, errs, is killed, or the server shuts down.
+pub async fn handle(
+    shared: Arc<Shared>,
+    mut stream: TcpStream,
+    addr: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let laddr = stream.local_addr().unwrap_or(shared.local_addr);
+    let id = shared.next_client_id.fetch_add(1, Ordering::Relaxed);
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr,
+        laddr,
+        created: Instant::now(),
+        names: std::sync::Mutex::new(ClientNames::default()),
+        db: AtomicU8::new(0),
+        proto: AtomicU8::new(2),
+        killed: AtomicBool::new(false),
+        kill: Notify::new(),
+        last_cmd: std::sync::atomic::AtomicUsize::new(usize::MAX),
+    });
+    let admitted = {
+        let mut clients = shared.clients.lock().unwrap_or_else(|e| e.into_inner());
+        let room = clients.len() < shared.config.maxclients;
+        if room {
+            clients.insert(id, handle.clone());
+        }
+        room
+    };
+    if !admitted {
+        shared.counters.rejected.fetch_add(1, Ordering::Relaxed);
+        let _ = stream
+            .write_all(b"-ERR max number of clients reached\r\n")
+            .await;
+        return;
+    }
+    let mut client = ClientState {
+        handle: handle.clone(),
+        db: 0,
+        proto: 2,
+        authenticated: shared.password().is_none(),
+        max_version: 0,
+    };
+    if let Err(e) = serve_client(&shared, &mut stream, &mut client, &mut shutdown).await {
+        tracing::debug!(client = id, error = %e, "connection closed");
+    }
+    shared
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&id);
+}
+
+async fn serve_client(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    client: &mut ClientState,
+    shutdown: &mut watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let limits = shared.config.limits;
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    let mut pending: Vec<Pending> = Vec::new();
+    let mut need = 1usize;
+    loop {
+        let mut close = false;
+        let mut shutdown_server = false;
+        while buf.len() >= need && !close {
+            let parsed = match parse(&buf, &limits, client.authenticated) {
+                Ok(p) => p,
+                Err(e) => {
+                    shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(client = client.handle.id, error = %e, "protocol error");
+                    pending.push(Pending {
+                        frame: Frame::error(format!("ERR {e}")),
+                        wrote: false,
+                        proto: client.proto,
+                    });
+                    close = true;
+                    break;
+                }
+            };
+            let args: Vec<Bytes> = match parsed {
+                Parsed::Incomplete(n) => {
+                    need = n;
+                    break;
+                }
+                Parsed::Multibulk(ranges, used) => {
+                    let frame = buf.split_to(used).freeze();
+                    ranges.into_iter().map(|r| frame.slice(r)).collect()
+                }
+                Parsed::Inline(args, used) => {
+                    buf.advance(used);
+                    args.into_iter().map(Bytes::from).collect()
+                }
+            };
+            need = 1;
+            if args.is_empty() {
+                continue;
+            }
+            let before = client.max_version;
+            let outcome = cmd::execute(shared, client, args);
+            let wrote = client.max_version != before;
+            match outcome {
+                Outcome::Reply(frame) => pending.push(Pending {
+                    frame,
+                    wrote,
+                    proto: client.proto,
+                }),
+                Outcome::Close(frame) => {
+                    pending.push(Pending {
+                        frame,
+                        wrote,
+                        proto: client.proto,
+                    });
+                    close = true;
+                }
+                Outcome::Shutdown => {
+                    shutdown_server = true;
+                    close = true;
+                }
+                Outcome::Blocking(job) => {
+                    // SAVE and friends: never fsync or compact on a runtime worker.
+                    let frame = match tokio::task::spawn_blocking(job).await {
+                        Ok(f) => f,
+                        Err(e) => Frame::error(format!("ERR background task failed: {e}")),
+                    };
+                    pending.push(Pending {
+                        frame,
+                        wrote,
+                        proto: client.proto,
+                    });
+                }
+            }
+            if pending.len() >= FLUSH_EVERY {
+                flush(shared, stream, client, &mut pending).await?;
+            }
+        }
+        flush(shared, stream, client, &mut pending).await?;
+        if shutdown_server {
+            shared.shutdown_requested.notify_one();
+        }
+        if close || client.handle.killed.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        if need as u64 > limits.query_buffer_limit || buf.len() as u64 > limits.query_buffer_limit {
+            tracing::warn!(
+                client = client.handle.id,
+                "closing client that reached the query buffer limit"
+            );
+            return Ok(());
+        }
+        // Room for what the parser says is missing, but never more than what has already
+        // arrived: a client announcing a huge bulk makes the buffer grow by doubling as the
+        // bytes come in, not at once.
+        let want = need
+            .saturating_sub(buf.len())
+            .clamp(16 * 1024, buf.len().max(16 * 1024));
+        buf.reserve(want);
+        tokio::select! {
+            n = stream.read_buf(&mut buf) => {
+                let n = n?;
+                if n == 0 {
+                    return Ok(());
+                }
+                shared.counters.net_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            _ = shutdown.changed() => return Ok(()),
+            () = client.handle.kill.notified() => return Ok(()),
+        }
+    }
+}
+
+/// Waits until the batch's writes are durable, then sends every pending reply in one write.
+async fn flush(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    client: &mut ClientState,
+    pending: &mut Vec<Pending>,
+) -> std::io::Result<()> {
+    if pending.is_empty() {
+        return Ok(());
+    }
+    // Only `always` makes the wait block; the other policies would return at once, so do
+    // not pay for a trip through the durability thread.
+    let version = std::mem::take(&mut client.max_version);
+    if version > 0
+        && shared.store.db.options().sync == SyncPolicy::Always
+        && let Err(e) = shared.durability.wait(version).await
+    {
+        tracing::error!(error = %e, "durability wait failed");
+        for p in pending.iter_mut().filter(|p| p.wrote) {
+            p.frame = Frame::error(format!("ERR write not durable: {e}"));
+        }
+    }
+    let mut out = BytesMut::new();
+    for p in pending.drain(..) {
+        if p.frame.is_error() {
+            shared.counters.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        p.frame.encode(p.proto, &mut out);
+    }
+    shared
+        .counters
+        .net_out
+        .fetch_add(out.len() as u64, Ordering::Relaxed);
+    stream.write_all(&out).await
+}
