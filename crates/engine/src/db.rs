@@ -1103,19 +1103,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             len(&segment_path(dir, *id)) / (HEADER_LEN as u64 + 8)
         };
     }
-    let mut kd: Loaded = Vec::new();
-    // Hint files are read and sorted on two threads (the machine's cores); what fails to
-    // load falls back to a scan below.
-    let hinted: Vec<u32> = if opts.use_hint_files {
-        seg_ids
-            .iter()
-            .copied()
-            .filter(|id| hint_ids.contains(id))
-            .collect()
-    } else {
-        Vec::new()
-    };
-    let (mut preloaded, mut hint_results) = load_hints(opts, dir, &hinted, estimate)?;
+    let mut kd: Loaded = Vec::with_capacity(estimate.min(1 << 26) as usize);
     let mut segments = BTreeMap::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();
@@ -1159,16 +1147,22 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         seg.compacted_at
             .store(segment::header_compacted_at(&header), Ordering::Relaxed);
         let mut from_hint = false;
-        match hint_results.remove(&id) {
-            Some(Ok((min, max))) => {
-                seg.note_seq(min);
-                seg.note_seq(max);
-                from_hint = true;
+        if opts.use_hint_files && hint_ids.contains(&id) {
+            let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
+                seg.note_seq(h.seq);
+                let e = if h.kind.is_delete() {
+                    Entry::tombstone(h.seq)
+                } else {
+                    Entry::new(id, h.offset, h.len, h.seq, h.expire)
+                };
+                kd.push((h.key.into(), e));
+            })?;
+            match res {
+                Ok(()) => from_hint = true,
+                Err(reason) => {
+                    warn!("hint file for segment {id} unusable ({reason}); scanning the segment")
+                }
             }
-            Some(Err(reason)) => {
-                warn!("hint file for segment {id} unusable ({reason}); scanning the segment")
-            }
-            None => {}
         }
         if !from_hint {
             let end = scan_into(&seg, opts, &mut kd, is_tail)?;
@@ -1199,9 +1193,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         }
         segments.insert(id, seg);
     }
-    preloaded.reserve(kd.len());
-    preloaded.append(&mut kd);
-    let kd = KeyDir::from_unsorted(preloaded, opts.clock.now_ms());
+    let kd = KeyDir::from_unsorted(kd, opts.clock.now_ms());
     let next_id = seg_ids
         .last()
         .copied()
@@ -1221,65 +1213,6 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         next_id,
         needs_hint,
     })
-}
-
-/// What loading one hint file gave: its sequence-number range, or why it is unusable.
-type HintResult = std::result::Result<(u64, u64), String>;
-
-/// Reads the hint files of `ids` on two threads, each returning its entries sorted by key.
-/// The two sorted runs are concatenated; [`KeyDir::from_unsorted`] merges them.
-fn load_hints(
-    opts: &Options,
-    dir: &Path,
-    ids: &[u32],
-    estimate: u64,
-) -> Result<(Loaded, std::collections::HashMap<u32, HintResult>)> {
-    let load = |ids: Vec<u32>, capacity: usize| -> Result<(Loaded, Vec<(u32, HintResult)>)> {
-        let mut out: Loaded = Vec::with_capacity(capacity);
-        let mut results = Vec::with_capacity(ids.len());
-        for id in ids {
-            let start = out.len();
-            let (mut min, mut max) = (u64::MAX, 0u64);
-            let res = hint::read(&*opts.vfs, dir, id, opts.max_key_size, |h| {
-                min = min.min(h.seq);
-                max = max.max(h.seq);
-                let e = if h.kind.is_delete() {
-                    Entry::tombstone(h.seq)
-                } else {
-                    Entry::new(id, h.offset, h.len, h.seq, h.expire)
-                };
-                out.push((h.key.into(), e));
-            })?;
-            match res {
-                Ok(()) => results.push((id, Ok((min, max)))),
-                Err(reason) => {
-                    out.truncate(start);
-                    results.push((id, Err(reason)));
-                }
-            }
-        }
-        // Each hint file is sorted: this stable sort merges their runs.
-        out.sort_by(|a, b| a.0.cmp(&b.0));
-        Ok((out, results))
-    };
-    // Alternate ids so that both threads get old and new segments.
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for (i, id) in ids.iter().enumerate() {
-        if i % 2 == 0 { a.push(*id) } else { b.push(*id) }
-    }
-    let half = (estimate / 2).min(1 << 25) as usize;
-    let (ra, rb) = std::thread::scope(|s| {
-        let other = s.spawn(|| load(b, half));
-        let mine = load(a, half);
-        (mine, other.join())
-    });
-    let (mut va, mut results) = ra?;
-    let (mut vb, rb) =
-        rb.map_err(|_| Error::InvalidArgument("a hint-loading thread panicked".into()))??;
-    results.extend(rb);
-    va.reserve(vb.len());
-    va.append(&mut vb);
-    Ok((va, results.into_iter().collect()))
 }
 
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the

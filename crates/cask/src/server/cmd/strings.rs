@@ -87,6 +87,24 @@ fn expiry_value(args: &[Bytes], i: usize) -> CmdResult<i64> {
     int_arg(v)
 }
 
+/// The `EX s | PX ms | EXAT ts | PXAT ms-ts` option at `args[i]` (its number follows it),
+/// or `None` when `args[i]` is not one of those words.
+fn expiry_option(args: &[Bytes], i: usize) -> CmdResult<Option<Expiry>> {
+    let a = &args[i];
+    let make: fn(i64) -> Expiry = if is(a, "EX") {
+        Expiry::Ex
+    } else if is(a, "PX") {
+        Expiry::Px
+    } else if is(a, "EXAT") {
+        Expiry::ExAt
+    } else if is(a, "PXAT") {
+        Expiry::PxAt
+    } else {
+        return Ok(None);
+    };
+    Ok(Some(make(expiry_value(args, i)?)))
+}
+
 /// SET key value [NX|XX] [GET] [EX s|PX ms|EXAT ts|PXAT ms-ts|KEEPTTL]
 pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let (key, val) = (&args[0], &args[1]);
@@ -104,20 +122,12 @@ pub fn set(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
             get = true;
         } else if is(a, "KEEPTTL") && !has_expiry {
             keepttl = true;
-        } else if !keepttl
-            && !has_expiry
-            && (is(a, "EX") || is(a, "PX") || is(a, "EXAT") || is(a, "PXAT"))
+        } else if let Some(e) = (!keepttl && !has_expiry)
+            .then(|| expiry_option(args, i))
+            .transpose()?
+            .flatten()
         {
-            let n = expiry_value(args, i)?;
-            expiry = Some(if is(a, "EX") {
-                Expiry::Ex(n)
-            } else if is(a, "PX") {
-                Expiry::Px(n)
-            } else if is(a, "EXAT") {
-                Expiry::ExAt(n)
-            } else {
-                Expiry::PxAt(n)
-            });
+            expiry = Some(e);
             i += 1;
         } else {
             return Err(CmdError::syntax());
@@ -271,20 +281,12 @@ pub fn getex(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         let a = &args[i];
         if is(a, "PERSIST") && expiry.is_none() && !persist {
             persist = true;
-        } else if expiry.is_none()
-            && !persist
-            && (is(a, "EX") || is(a, "PX") || is(a, "EXAT") || is(a, "PXAT"))
+        } else if let Some(e) = (expiry.is_none() && !persist)
+            .then(|| expiry_option(args, i))
+            .transpose()?
+            .flatten()
         {
-            let n = expiry_value(args, i)?;
-            expiry = Some(if is(a, "EX") {
-                Expiry::Ex(n)
-            } else if is(a, "PX") {
-                Expiry::Px(n)
-            } else if is(a, "EXAT") {
-                Expiry::ExAt(n)
-            } else {
-                Expiry::PxAt(n)
-            });
+            expiry = Some(e);
             i += 1;
         } else {
             return Err(CmdError::syntax());
