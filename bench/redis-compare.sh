@@ -3,7 +3,11 @@
 # their own ports, in the same run. Prints one line per (server, durability, pipeline, test).
 #
 #   cargo build --release -p cask
-#   bench/redis-compare.sh [target/release/cask] > results.txt
+#   REPEAT=2 bench/redis-compare.sh [target/release/cask]
+#
+# Runs every pair REPEAT times (default 2), alternating cask and redis-server, prints each
+# measurement line, then a markdown table per durability level with cask/redis ratios per run
+# (above 1: cask is faster).
 #
 # Pairs compared:
 #   cask --sync interval   vs  redis-server --appendonly yes --appendfsync everysec
@@ -12,6 +16,7 @@
 set -euo pipefail
 bin=${1:-target/release/cask}
 n=${N:-200000}
+repeat=${REPEAT:-2}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -34,6 +39,10 @@ run() { # label port
     done
 }
 
+results=$tmp/results.txt
+: > "$results"
+for round in $(seq 1 "$repeat"); do
+echo "round $round" | tee -a "$results"
 for mode in interval always; do
     case $mode in
         interval) fsync=everysec ;;
@@ -47,9 +56,35 @@ for mode in interval always; do
     pids+=($!)
     wait_port 7479
     wait_port 7480
-    run "cask sync=$mode" 7479
-    run "redis aof=$fsync" 7480
+    run "cask sync=$mode" 7479 | tee -a "$results"
+    run "redis aof=$fsync" 7480 | tee -a "$results"
     redis-cli -p 7479 SHUTDOWN >/dev/null 2>&1 || true
     redis-cli -p 7480 SHUTDOWN NOSAVE >/dev/null 2>&1 || true
     sleep 1
 done
+done
+
+python3 - "$results" <<'PY'
+import re, sys
+runs, cur = [], None
+for line in open(sys.argv[1]):
+    if line.startswith("round"):
+        cur = {}; runs.append(cur); continue
+    m = re.match(r"(cask|redis) (\S+)\s+P=(\d+)\s+(\w+):\s+([\d.]+)", line)
+    if m and cur is not None:
+        srv, mode, p, test, rps = m.groups()
+        pol = "interval" if mode in ("sync=interval", "aof=everysec") else "always"
+        cur[(srv, pol, int(p), test)] = float(rps)
+for pol, title in [("interval", "cask --sync interval vs redis-server --appendfsync everysec"),
+                   ("always", "cask --sync always vs redis-server --appendfsync always")]:
+    print(f"\n### {title}\n")
+    print("| test | -P |" + "".join(f" cask {i+1} | redis {i+1} | ratio {i+1} |" for i in range(len(runs))))
+    print("|---|---:|" + "---:|---:|---:|" * len(runs))
+    for p in (1, 16):
+        for t in ("SET", "GET", "INCR"):
+            row = f"| {t} | {p} |"
+            for r in runs:
+                c, rd = r.get(("cask", pol, p, t)), r.get(("redis", pol, p, t))
+                row += f" {c:,.0f} | {rd:,.0f} | {c/rd:.2f} |" if c and rd else " - | - | - |"
+            print(row)
+PY

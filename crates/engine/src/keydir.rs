@@ -332,6 +332,29 @@ mod tests {
     }
 
     #[test]
+    fn key_order_is_byte_order() {
+        let keys: Vec<&[u8]> = vec![
+            b"",
+            b"a",
+            b"ab",
+            b"abcdefgh",
+            b"abcdefgh\0",
+            b"abcdefgi",
+            b"abcdefgh\xff\xff",
+            b"\xff\x00\x00\x00\x00\x00\x00\x00\x01",
+            b"\x7f\xff\xff\xff\xff\xff\xff\xff",
+            &[0x80; 40],
+            &[0x80; 39],
+        ];
+        for a in &keys {
+            for b in &keys {
+                let (ka, kb) = (IndexKey::from(*a), IndexKey::from(*b));
+                assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
+            }
+        }
+    }
+
+    #[test]
     fn keys_order_as_bytes() {
         let short = IndexKey::from(&b"ab"[..]);
         let long = IndexKey::from(&[b'a'; 40][..]);

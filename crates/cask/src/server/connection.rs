@@ -207,7 +207,12 @@ async fn serve_client(
             .saturating_sub(buf.len())
             .clamp(16 * 1024, buf.len().max(16 * 1024));
         buf.reserve(want);
+        // Biased: a kill or shutdown that is already signalled wins over bytes that are
+        // already readable, and a killed client is never served again (as in Redis).
         tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ok(()),
+            () = client.handle.kill.notified() => return Ok(()),
             n = stream.read_buf(&mut buf) => {
                 let n = n?;
                 if n == 0 {
@@ -215,8 +220,9 @@ async fn serve_client(
                 }
                 shared.counters.net_in.fetch_add(n as u64, Ordering::Relaxed);
             }
-            _ = shutdown.changed() => return Ok(()),
-            () = client.handle.kill.notified() => return Ok(()),
+        }
+        if client.handle.killed.load(Ordering::Acquire) {
+            return Ok(());
         }
     }
 }

@@ -317,7 +317,7 @@ fn client_kill(ctx: &mut Ctx<'_>, rest: &[Bytes]) -> CmdResult<Frame> {
         .cloned()
         .collect();
     let kill = |h: &crate::server::ClientHandle| {
-        h.killed.store(true, Ordering::Relaxed);
+        h.killed.store(true, Ordering::Release);
         h.kill.notify_one();
     };
     if let [addr] = rest {
