@@ -1105,6 +1105,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     }
     let mut kd: Loaded = Vec::with_capacity(estimate.min(1 << 26) as usize);
     let mut segments = BTreeMap::new();
+    let mut hint_buf = Vec::new();
     let mut max_seq = 0u64;
     let mut needs_hint = Vec::new();
     let mut active = None;
@@ -1148,7 +1149,7 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             .store(segment::header_compacted_at(&header), Ordering::Relaxed);
         let mut from_hint = false;
         if opts.use_hint_files && hint_ids.contains(&id) {
-            let res = hint::read(vfs, dir, id, opts.max_key_size, |h| {
+            let res = hint::read_with(vfs, dir, id, opts.max_key_size, &mut hint_buf, |h| {
                 seg.note_seq(h.seq);
                 let e = if h.kind.is_delete() {
                     Entry::tombstone(h.seq)
