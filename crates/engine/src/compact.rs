@@ -233,6 +233,7 @@ impl Db {
             out.seg.file.sync_data()?;
             let hint = std::mem::take(&mut out.hint);
             hint.finish(&*opts.vfs, dir, out.seg.id)?;
+            out.seg.hinted.store(true, Ordering::Relaxed);
         }
         // From the first rename on, the directory holds files the in-memory state does not
         // match (outputs not yet published, inputs already forgotten). A later compaction
@@ -341,12 +342,10 @@ impl Db {
         let is_live = current.is_some_and(|e| e.loc() == from);
         let holds_top = h.seq == top && !*top_kept;
         let droppable_tombstone = h.seq < floor && !holds_top;
-        let kept_before = report.records_kept;
-        let out_before: u64 = outputs
-            .iter()
-            .map(|o| o.seg.len.load(Ordering::Relaxed) + o.buf.len() as u64)
-            .sum();
-        if h.kind.is_put() && is_live && !(h.expire != 0 && h.expire <= now) {
+        let expired = h.expire != 0 && h.expire <= now;
+        // Whether this record is written to an output (as itself or as a tombstone).
+        let mut emitted = true;
+        if h.kind.is_put() && is_live && !expired {
             let to = self.emit(outputs, &r.key, &r.value, h.seq, h.expire, Kind::Put)?;
             moved.push(Moved {
                 key: r.key,
@@ -357,7 +356,9 @@ impl Db {
             report.records_kept += 1;
         } else if h.kind.is_put() && is_live {
             // Expired: keep a tombstone unless nothing older can be shadowed.
-            if !droppable_tombstone {
+            if droppable_tombstone {
+                emitted = false;
+            } else {
                 self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
             }
             moved.push(Moved {
@@ -367,12 +368,7 @@ impl Db {
                 expired: true,
             });
             report.records_dropped += 1;
-        } else if h.kind.is_put()
-            && current.is_none()
-            && h.expire != 0
-            && h.expire <= now
-            && !droppable_tombstone
-        {
+        } else if h.kind.is_put() && current.is_none() && expired && !droppable_tombstone {
             // Expired and already dropped from the keydir (recovery drops expired keys): no
             // record in the log says the key is gone, so this put is what shadows the
             // key's older puts in other segments. Keep it as a tombstone.
@@ -382,13 +378,10 @@ impl Db {
             self.emit(outputs, &r.key, &[], h.seq, 0, Kind::Delete)?;
             report.records_kept += 1;
         } else {
+            emitted = false;
             report.records_dropped += 1;
         }
-        let out_after: u64 = outputs
-            .iter()
-            .map(|o| o.seg.len.load(Ordering::Relaxed) + o.buf.len() as u64)
-            .sum();
-        if h.seq == top && (report.records_kept > kept_before || out_after > out_before) {
+        if emitted && h.seq == top {
             *top_kept = true;
         }
         Ok(())

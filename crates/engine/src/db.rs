@@ -923,8 +923,10 @@ impl Inner {
             let kd = self.keydir.read();
             (kd.map.len() as u64, kd.live.clone())
         };
-        let active = self.writer.lock().active.as_ref().map(|s| s.id);
-        let seq = self.writer.lock().next_seq - 1;
+        let (active, seq) = {
+            let w = self.writer.lock();
+            (w.active.as_ref().map(|s| s.id), w.next_seq - 1)
+        };
         let segments: Vec<SegmentStats> = self
             .segments
             .read()
@@ -940,7 +942,7 @@ impl Inner {
                         .saturating_sub(SEGMENT_HEADER_LEN)
                         .saturating_sub(live_bytes),
                     active: Some(s.id) == active,
-                    has_hint: self.opts.vfs.open_read(&hint_path(&self.dir, s.id)).is_ok(),
+                    has_hint: s.hinted.load(Ordering::Relaxed),
                     compacted_at: (s.compacted_at.load(Ordering::Relaxed) != 0)
                         .then(|| s.compacted_at.load(Ordering::Relaxed) as u64 * 1000),
                 }
@@ -1022,7 +1024,9 @@ pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Resul
             Err(bad) => return Err(Error::corruption(&seg.path, bad.offset, bad.reason)),
         }
     }
-    hint.finish(&*opts.vfs, dir, seg.id)
+    hint.finish(&*opts.vfs, dir, seg.id)?;
+    seg.hinted.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 fn add_hint(hint: &mut HintWriter, r: &segment::Scanned) {
@@ -1159,7 +1163,10 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 kd.push((h.key.into(), e));
             })?;
             match res {
-                Ok(()) => from_hint = true,
+                Ok(()) => {
+                    from_hint = true;
+                    seg.hinted.store(true, Ordering::Relaxed);
+                }
                 Err(reason) => {
                     warn!("hint file for segment {id} unusable ({reason}); scanning the segment")
                 }

@@ -8,7 +8,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 use crate::record::{self, HEADER_LEN, Header, Kind};
@@ -129,6 +129,8 @@ pub struct Segment {
     pub max_seq: AtomicU64,
     /// Unix seconds when compaction wrote it (0: written by the log).
     pub compacted_at: AtomicU32,
+    /// Whether a valid hint file exists for it (loaded at open, or written since).
+    pub hinted: AtomicBool,
 }
 
 impl Segment {
@@ -142,6 +144,7 @@ impl Segment {
             min_seq: AtomicU64::new(u64::MAX),
             max_seq: AtomicU64::new(0),
             compacted_at: AtomicU32::new(0),
+            hinted: AtomicBool::new(false),
         }
     }
 

@@ -16,7 +16,7 @@ pub struct SegmentStats {
     pub dead_bytes: u64,
     /// Whether this is the segment currently appended to.
     pub active: bool,
-    /// Whether a hint file exists for it.
+    /// Whether it has a valid hint file (loaded at open, or written since).
     pub has_hint: bool,
     /// When compaction wrote this segment (ms since the Unix epoch, second precision).
     pub compacted_at: Option<u64>,

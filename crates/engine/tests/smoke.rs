@@ -47,6 +47,14 @@ fn set_get_delete_reopen() {
     }
     let r = db.compact().unwrap();
     assert!(r.segments_in >= 1);
+    // Compaction outputs carry hint files, and stats knows without touching the disk.
+    assert!(
+        db.stats()
+            .segments
+            .iter()
+            .filter(|s| !s.active)
+            .all(|s| s.has_hint)
+    );
     assert_eq!(db.scan_prefix(b"k").count(), 1000);
     assert_eq!(
         db.scan_prefix(b"k").reverse().next().unwrap().unwrap().0,
@@ -66,6 +74,13 @@ fn set_get_delete_reopen() {
         "last compaction {last} is not recent"
     );
     assert!(stats.segments.iter().any(|s| s.compacted_at.is_some()));
+    assert!(
+        stats
+            .segments
+            .iter()
+            .filter(|s| s.compacted_at.is_some())
+            .all(|s| s.has_hint)
+    );
     assert!(
         stats
             .segments
