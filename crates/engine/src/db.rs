@@ -80,6 +80,8 @@ pub(crate) struct Inner {
     pub segments: RwLock<BTreeMap<u32, Arc<Segment>>>,
     pub writer: Mutex<Writer>,
     pub next_segment_id: AtomicU32,
+    /// The highest sequence number written, readable without the writer lock.
+    last_seq: AtomicU64,
     durable: Mutex<Durable>,
     durable_cv: Condvar,
     poisoned: AtomicBool,
@@ -153,6 +155,7 @@ impl Db {
                 buf: Vec::new(),
             }),
             next_segment_id: AtomicU32::new(recovered.next_id),
+            last_seq: AtomicU64::new(recovered.max_seq),
             durable: Mutex::new(Durable {
                 seq: recovered.max_seq,
                 ..Durable::default()
@@ -205,7 +208,8 @@ impl Db {
 
     /// The highest version (sequence number) written so far.
     pub fn last_version(&self) -> u64 {
-        self.inner.writer.lock().next_seq - 1
+        // An atomic, so that callers never wait behind another writer's I/O.
+        self.inner.last_seq.load(Ordering::Acquire)
     }
 
     /// The data directory.
@@ -787,6 +791,7 @@ impl Inner {
         }
         let (seg, base) = result?;
         w.next_seq = seq + 1;
+        self.last_seq.store(seq, Ordering::Release);
         let mut kd = self.keydir.write();
         for (op, (start, len)) in ops.iter().zip(placed) {
             if op.delete {

@@ -17,6 +17,9 @@ fn set_get_delete_reopen() {
     let v1 = db.set(b"a", b"1").unwrap();
     let v2 = db.set(b"b", b"2").unwrap();
     assert!(v2 > v1);
+    assert_eq!(db.last_version(), v2);
+    assert!(db.delete(b"b").unwrap() && db.last_version() > v2);
+    let v2 = db.set(b"b", b"2").unwrap();
     assert_eq!(db.get(b"a").unwrap(), Some(b"1".to_vec()));
     assert!(db.delete(b"a").unwrap());
     assert!(!db.delete(b"a").unwrap());
