@@ -9,7 +9,8 @@
 set -euo pipefail
 src=${1:?redis source tree}
 port=${2:?port}
-units=(unit/type/string unit/type/incr unit/keyspace unit/expire unit/protocol unit/info)
+# UNITS="unit/type/hash unit/type/set" picks other units.
+read -r -a units <<< "${UNITS:-unit/type/string unit/type/incr unit/keyspace unit/expire unit/protocol unit/info}"
 args=()
 for u in "${units[@]}"; do args+=(--single "$u"); done
 cd "$src"

@@ -1,27 +1,38 @@
 //! How Redis keys and values are laid out in the engine.
 //!
 //! Engine key of a Redis key: `b'k' | db | key` (namespace byte, database index 0..16, the
-//! user key's bytes). Engine value: a type tag byte ([`TYPE_STRING`] = 0) followed by the
-//! payload. A key's TTL is the engine record's `expire_at`, so expired keys vanish from
-//! reads and scans without any work from the server. See docs/SERVER.md for the plan for
-//! hashes, lists, sets and sorted sets (metadata record + one record per element).
+//! user key's bytes). Engine value: a type tag byte ([`TYPE_STRING`] = 0, ...) followed by
+//! the payload. A key's TTL is the engine record's `expire_at`, so expired keys vanish from
+//! reads and scans without any work from the server. Hashes, lists, sets and sorted sets
+//! store a metadata payload here and one record per element elsewhere (see `coll.rs`).
 //!
 //! Read-modify-write commands serialize on a striped lock table: every writer to a key holds
 //! the stripe of that key, chosen by hash, for the duration of its read and write. Locks
 //! are taken in stripe order, so multi-key commands cannot deadlock.
 
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use cask_engine::{Batch, Db, KeyMeta, WriteOptions};
 
+use super::blocking::Ready;
 use super::cmd::{CmdError, CmdResult};
+use super::coll::{NS_ELEM, key_elems_prefix};
+use super::sweep::Sweeper;
 
 /// Namespace byte of top-level keys.
 pub const NS_KEY: u8 = b'k';
 /// Type tag of strings.
 pub const TYPE_STRING: u8 = 0;
+/// Type tag of hashes.
+pub const TYPE_HASH: u8 = 1;
+/// Type tag of lists.
+pub const TYPE_LIST: u8 = 2;
+/// Type tag of sets.
+pub const TYPE_SET: u8 = 3;
+/// Type tag of sorted sets.
+pub const TYPE_ZSET: u8 = 4;
 /// Number of logical databases (SELECT 0..16).
 pub const DATABASES: usize = 16;
 const STRIPES: usize = 1024;
@@ -52,10 +63,26 @@ pub struct Value {
 impl Value {
     /// Redis's name of the type.
     pub fn type_name(&self) -> &'static str {
-        match self.tag {
-            TYPE_STRING => "string",
-            _ => "none",
-        }
+        type_name(self.tag)
+    }
+}
+
+/// Redis's name of the type with tag `tag`.
+pub fn type_name(tag: u8) -> &'static str {
+    match tag {
+        TYPE_STRING => "string",
+        TYPE_HASH => "hash",
+        TYPE_LIST => "list",
+        TYPE_SET => "set",
+        TYPE_ZSET => "zset",
+        _ => "none",
+    }
+}
+
+impl Value {
+    /// Whether this is a collection (its payload is metadata, its elements live elsewhere).
+    pub fn is_collection(&self) -> bool {
+        self.tag != TYPE_STRING
     }
 }
 
@@ -85,20 +112,22 @@ fn decode(raw: Vec<u8>) -> Value {
 pub struct Store {
     /// The engine handle; writes return before their fsync (see `Db::deferring`).
     pub db: Db,
+    locks: Arc<Locks>,
+    sweeper: Sweeper,
+    /// Clients blocked on keys (BLPOP and friends), woken when a collection is written.
+    pub ready: Ready,
+}
+
+/// The stripe lock table.
+#[derive(Debug)]
+pub struct Locks {
     stripes: Vec<Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
-/// Guards returned by [`Store::lock`]; the keys stay locked while it lives.
-pub struct KeyLocks<'a> {
-    _guards: Vec<MutexGuard<'a, ()>>,
-}
-
-impl Store {
-    /// Wraps a database handle.
-    pub fn new(db: Db) -> Store {
-        Store {
-            db: db.deferring(),
+impl Locks {
+    fn new() -> Locks {
+        Locks {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -111,9 +140,7 @@ impl Store {
         (h.finish() as usize) % STRIPES
     }
 
-    /// Locks the stripes of `keys` in database `db` (in stripe order, without duplicates).
-    pub fn lock<'a>(&'a self, db: u8, keys: &[&[u8]]) -> KeyLocks<'a> {
-        let mut ids: Vec<usize> = keys.iter().map(|k| self.stripe(db, k)).collect();
+    fn take(&self, mut ids: Vec<usize>) -> KeyLocks<'_> {
         ids.sort_unstable();
         ids.dedup();
         KeyLocks {
@@ -124,17 +151,67 @@ impl Store {
         }
     }
 
+    /// Locks the stripes of `keys` in database `db` (in stripe order, without duplicates).
+    pub fn lock<'a>(&'a self, db: u8, keys: &[&[u8]]) -> KeyLocks<'a> {
+        self.take(keys.iter().map(|k| self.stripe(db, k)).collect())
+    }
+}
+
+/// Guards returned by [`Store::lock`]; the keys stay locked while it lives.
+pub struct KeyLocks<'a> {
+    _guards: Vec<MutexGuard<'a, ()>>,
+}
+
+impl Store {
+    /// Wraps a database handle.
+    ///
+    /// Starts the sweeper thread, which deletes the elements of deleted, overwritten and
+    /// expired collections in the background (and once at start, for a crash's leftovers).
+    pub fn new(db: Db) -> Store {
+        let db = db.deferring();
+        let locks = Arc::new(Locks::new());
+        let sweeper = Sweeper::start(db.clone(), locks.clone());
+        Store {
+            db,
+            locks,
+            sweeper,
+            ready: Ready::default(),
+        }
+    }
+
+    /// Locks the stripes of `keys` in database `db` (in stripe order, without duplicates).
+    pub fn lock<'a>(&'a self, db: u8, keys: &[&[u8]]) -> KeyLocks<'a> {
+        self.locks.lock(db, keys)
+    }
+
     /// Locks keys living in two databases (MOVE, COPY ... DB), in stripe order.
     pub fn lock2<'a>(&'a self, a: (u8, &[u8]), b: (u8, &[u8])) -> KeyLocks<'a> {
-        let mut ids = vec![self.stripe(a.0, a.1), self.stripe(b.0, b.1)];
-        ids.sort_unstable();
-        ids.dedup();
-        KeyLocks {
-            _guards: ids
-                .into_iter()
-                .map(|i| self.stripes[i].lock().unwrap_or_else(|e| e.into_inner()))
-                .collect(),
-        }
+        self.locks
+            .take(vec![self.locks.stripe(a.0, a.1), self.locks.stripe(b.0, b.1)])
+    }
+
+    /// Locks keys given with their databases, in stripe order.
+    pub fn lock_many<'a>(&'a self, keys: &[(u8, &[u8])]) -> KeyLocks<'a> {
+        self.locks
+            .take(keys.iter().map(|(d, k)| self.locks.stripe(*d, k)).collect())
+    }
+
+    /// Queues a background delete of the elements `key` may have left behind (it was
+    /// deleted, overwritten or expired). Cheap; the sweeper checks what is really there.
+    pub fn sweep_later(&self, db: u8, key: &[u8]) {
+        self.sweeper.sweep_key(db, key);
+    }
+
+    /// Reads a value and its expiry.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn get_with_expiry(&self, db: u8, key: &[u8]) -> CmdResult<Option<(Value, Option<u64>)>> {
+        let ek = engine_key(db, key);
+        let Some(meta) = self.db.metadata(&ek)? else {
+            return Ok(None);
+        };
+        Ok(self.db.get(&ek)?.map(|v| (decode(v), meta.expire_at)))
     }
 
     /// Reads a value of any type.
@@ -177,11 +254,16 @@ impl Store {
         data: &[u8],
         expire_at: Option<u64>,
     ) -> CmdResult<u64> {
-        Ok(self.db.set_with(
+        let sweep = tag == TYPE_STRING && self.may_hold_collection(db, key)?;
+        let v = self.db.set_with(
             &engine_key(db, key),
             &encode(tag, data),
             WriteOptions { expire_at },
-        )?)
+        )?;
+        if sweep {
+            self.sweep_later(db, key);
+        }
+        Ok(v)
     }
 
     /// Writes a string, keeping no TTL unless `expire_at` is given.
@@ -203,7 +285,12 @@ impl Store {
     /// # Errors
     /// Engine errors.
     pub fn delete(&self, db: u8, key: &[u8]) -> CmdResult<bool> {
-        Ok(self.db.delete(&engine_key(db, key))?)
+        let sweep = self.may_hold_collection(db, key)?;
+        let existed = self.db.delete(&engine_key(db, key))?;
+        if sweep {
+            self.sweep_later(db, key);
+        }
+        Ok(existed)
     }
 
     /// Adds a put of a typed value to a batch.
@@ -218,12 +305,33 @@ impl Store {
         batch.put_with_expiry(engine_key(db, key), encode(tag, data), expire_at);
     }
 
-    /// Writes a batch atomically; returns its version.
+    /// Writes a batch atomically; returns its version. A batch that deletes or overwrites
+    /// top-level keys must call [`Store::sweep_later`] for those that may have held
+    /// collections (see [`Store::may_hold_collection`]), or use [`Store::write_keys`].
     ///
     /// # Errors
     /// Engine errors.
     pub fn write(&self, batch: &Batch) -> CmdResult<u64> {
         Ok(self.db.write(batch)?)
+    }
+
+    /// Writes a batch that deletes or replaces the top-level keys `replaced` of database
+    /// `db`, and sweeps the elements those keys may have held.
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn write_keys(&self, batch: &Batch, replaced: &[(u8, &[u8])]) -> CmdResult<u64> {
+        let mut sweep = Vec::new();
+        for &(db, k) in replaced {
+            if self.may_hold_collection(db, k)? {
+                sweep.push((db, k));
+            }
+        }
+        let v = self.db.write(batch)?;
+        for (db, k) in sweep {
+            self.sweep_later(db, k);
+        }
+        Ok(v)
     }
 
     /// Every live user key of database `db`, in order, starting after `after` if given.
@@ -257,25 +365,54 @@ impl Store {
         Ok(n)
     }
 
-    /// Deletes every key of database `db`, in batches; returns the version of the last one.
+    /// Deletes every key of database `db`, in batches, then the elements of its
+    /// collections; returns the version of the last batch.
     ///
     /// # Errors
     /// Engine errors.
     pub fn flush_db(&self, db: u8) -> CmdResult<u64> {
         let mut last = 0;
-        loop {
-            let keys: Vec<Vec<u8>> = self
-                .keys_from(db, None)
-                .take(10_000)
-                .collect::<CmdResult<_>>()?;
-            if keys.is_empty() {
-                return Ok(last);
+        for ns in [NS_KEY, NS_ELEM] {
+            loop {
+                let range = (
+                    std::ops::Bound::Included(vec![ns, db]),
+                    std::ops::Bound::Excluded(vec![ns, db + 1]),
+                );
+                let keys: Vec<Vec<u8>> = self
+                    .db
+                    .keys(range)
+                    .take(10_000)
+                    .collect::<Result<_, _>>()?;
+                if keys.is_empty() {
+                    break;
+                }
+                let mut batch = Batch::new();
+                for k in keys {
+                    batch.delete(k);
+                }
+                last = self.write(&batch)?;
             }
-            let mut batch = Batch::new();
-            for k in &keys {
-                batch.delete(engine_key(db, k));
-            }
-            last = self.write(&batch)?;
+        }
+        Ok(last)
+    }
+
+    /// Whether any element record of `key` exists, of any generation (index only).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn has_elements(&self, db: u8, key: &[u8]) -> CmdResult<bool> {
+        let prefix = key_elems_prefix(db, key);
+        let hi = match super::coll::prefix_end(&prefix) {
+            Some(e) => std::ops::Bound::Excluded(e),
+            None => std::ops::Bound::Unbounded,
+        };
+        match self
+            .db
+            .keys((std::ops::Bound::Included(prefix), hi))
+            .next()
+        {
+            Some(r) => r.map(|_| true).map_err(CmdError::from),
+            None => Ok(false),
         }
     }
 }

@@ -11,7 +11,9 @@
 //! - [`shutdown`]: graceful shutdown on SIGINT, SIGTERM or `SHUTDOWN`: stop accepting,
 //!   let every handler finish the requests it has, sync and close the database.
 
+pub mod blocking;
 pub mod cmd;
+pub mod coll;
 pub mod connection;
 pub mod durability;
 pub mod frame;
@@ -19,6 +21,7 @@ pub mod glob;
 pub mod keyspace;
 pub mod parse;
 pub mod shutdown;
+pub mod sweep;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -17,7 +17,7 @@ use cask_engine::Batch;
 use super::{CmdError, CmdResult, Ctx, int_arg, is};
 use crate::server::frame::Frame;
 use crate::server::glob;
-use crate::server::keyspace::{DATABASES, NS_KEY, Store, engine_key};
+use crate::server::keyspace::{DATABASES, NS_KEY, TYPE_LIST, TYPE_ZSET, engine_key};
 
 /// Most cursors remembered at once.
 const MAX_CURSORS: usize = 16 * 1024;
@@ -73,7 +73,8 @@ pub fn del(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     }
     let n = batch.len();
     if n > 0 {
-        let v = store.write(&batch)?;
+        let replaced: Vec<(u8, &[u8])> = seen.into_iter().map(|k| (db, k)).collect();
+        let v = store.write_keys(&batch, &replaced)?;
         ctx.wrote(v);
     }
     Ok(Frame::Integer(n as i64))
@@ -238,9 +239,10 @@ fn rename_generic(ctx: &mut Ctx<'_>, args: &[Bytes], nx: bool) -> CmdResult<Fram
     }
     let ttl = store.meta(db, src)?.and_then(|m| m.expire_at);
     let mut batch = Batch::new();
-    Store::batch_put(&mut batch, db, dst, val.tag, &val.data, ttl);
+    store.batch_copy(&mut batch, (db, src), (db, dst), &val, ttl)?;
     batch.delete(engine_key(db, src));
-    let v = store.write(&batch)?;
+    let v = store.write_keys(&batch, &[(db, dst), (db, src)])?;
+    store.ready.signal(db, dst);
     ctx.wrote(v);
     Ok(if nx { Frame::Integer(1) } else { Frame::ok() })
 }
@@ -293,7 +295,10 @@ pub fn copy(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         return Ok(Frame::Integer(0));
     }
     let ttl = store.meta(db, src)?.and_then(|m| m.expire_at);
-    let v = store.put(dst_db, dst, val.tag, &val.data, ttl)?;
+    let mut batch = Batch::new();
+    store.batch_copy(&mut batch, (db, src), (dst_db, dst), &val, ttl)?;
+    let v = store.write_keys(&batch, &[(dst_db, dst)])?;
+    store.ready.signal(dst_db, dst);
     ctx.wrote(v);
     Ok(Frame::Integer(1))
 }
@@ -316,9 +321,10 @@ pub fn move_(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     }
     let ttl = store.meta(db, key)?.and_then(|m| m.expire_at);
     let mut batch = Batch::new();
-    Store::batch_put(&mut batch, dst_db, key, val.tag, &val.data, ttl);
+    store.batch_copy(&mut batch, (db, key), (dst_db, key), &val, ttl)?;
     batch.delete(engine_key(db, key));
-    let v = store.write(&batch)?;
+    let v = store.write_keys(&batch, &[(db, key)])?;
+    store.ready.signal(dst_db, key);
     ctx.wrote(v);
     Ok(Frame::Integer(1))
 }
@@ -506,7 +512,15 @@ pub fn object(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         return Ok(Frame::Null);
     };
     if is(sub, "ENCODING") {
-        let enc = if val.data.len() <= 20 && crate::server::parse::parse_i64(&val.data).is_some() {
+        // Collections are one record per element whatever their size: report the name of
+        // Redis's encoding for large collections of the type.
+        let enc = if val.is_collection() {
+            match val.tag {
+                TYPE_LIST => "quicklist",
+                TYPE_ZSET => "skiplist",
+                _ => "hashtable",
+            }
+        } else if val.data.len() <= 20 && crate::server::parse::parse_i64(&val.data).is_some() {
             "int"
         } else if val.data.len() <= 44 {
             "embstr"

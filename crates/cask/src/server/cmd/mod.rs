@@ -7,9 +7,13 @@
 //! panic on client input: every argument is validated and every engine error is mapped.
 
 pub mod connection;
+pub mod hash;
 pub mod keys;
+pub mod list;
 pub mod server;
+pub mod set;
 pub mod strings;
+pub mod zset;
 
 use std::sync::atomic::Ordering;
 
@@ -207,6 +211,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("bgrewriteaof", 1, A, 0, 0, 0, plain server::bgrewriteaof),
     spec!("shutdown", -1, A, 0, 0, 0, special server::shutdown),
     spec!("function", -2, &["noscript"], 0, 0, 0, plain server::function),
+    // Sorted sets (zset.rs).
+    // Sets (set.rs).
     // Strings.
     spec!("get", 2, R, 1, 1, 1, plain strings::get),
     spec!("set", -3, WD, 1, 1, 1, plain strings::set),
@@ -232,6 +238,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("setbit", 4, WD, 1, 1, 1, plain strings::setbit),
     spec!("getbit", 3, R, 1, 1, 1, plain strings::getbit),
     spec!("lcs", -3, &["readonly"], 1, 2, 1, plain strings::lcs),
+    // Hashes (hash.rs).
     // Keys.
     spec!("del", -2, W, 1, -1, 1, plain keys::del),
     spec!("unlink", -2, W, 1, -1, 1, plain keys::del),
@@ -255,6 +262,7 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pttl", 2, R, 1, 1, 1, plain keys::pttl),
     spec!("persist", 2, W, 1, 1, 1, plain keys::persist),
     spec!("object", -2, &["readonly"], 0, 0, 0, plain keys::object),
+    // Lists (list.rs).
 ];
 
 /// Looks a command up by name, case-insensitively.

@@ -1,0 +1,88 @@
+//! Clients blocked on keys (BLPOP, BRPOP, BLMOVE, BZPOPMIN, ...).
+//!
+//! A blocked client registers a waiter on each of its keys, in arrival order. Every write
+//! that leaves a collection non-empty calls [`Ready::signal`], which wakes the waiters of
+//! that key; they then retry their command. When nobody is blocked, `signal` is one atomic
+//! load.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::Notify;
+
+type WaiterMap = HashMap<(u8, Vec<u8>), Vec<(u64, Arc<Notify>)>>;
+
+/// The registry of blocked clients, by key.
+#[derive(Debug, Default)]
+pub struct Ready {
+    waiting: AtomicUsize,
+    next_id: AtomicUsize,
+    map: Mutex<WaiterMap>,
+}
+
+/// A client's registration on some keys; dropping it unregisters.
+#[derive(Debug)]
+pub struct Waiter<'a> {
+    ready: &'a Ready,
+    id: u64,
+    keys: Vec<(u8, Vec<u8>)>,
+    /// Notified when one of the keys was written.
+    pub notify: Arc<Notify>,
+}
+
+impl Ready {
+    /// Registers a waiter on `keys` of database `db`.
+    pub fn register(&self, db: u8, keys: &[&[u8]]) -> Waiter<'_> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        let notify = Arc::new(Notify::new());
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let mut owned = Vec::with_capacity(keys.len());
+        for k in keys {
+            map.entry((db, k.to_vec()))
+                .or_default()
+                .push((id, notify.clone()));
+            owned.push((db, k.to_vec()));
+        }
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiter {
+            ready: self,
+            id,
+            keys: owned,
+            notify,
+        }
+    }
+
+    /// Wakes the clients waiting on `key` of database `db`.
+    pub fn signal(&self, db: u8, key: &[u8]) {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return;
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiters) = map.get(&(db, key.to_vec())) {
+            for (_, n) in waiters {
+                n.notify_one();
+            }
+        }
+    }
+
+    /// Number of blocked clients.
+    pub fn blocked_clients(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        let mut map = self.ready.map.lock().unwrap_or_else(|e| e.into_inner());
+        for k in &self.keys {
+            if let Some(v) = map.get_mut(k) {
+                v.retain(|(id, _)| *id != self.id);
+                if v.is_empty() {
+                    map.remove(k);
+                }
+            }
+        }
+        self.ready.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}

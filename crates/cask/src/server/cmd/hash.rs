@@ -1,0 +1,1 @@
+//! Hashes, one engine record per element (see `server/coll.rs`).

@@ -1,0 +1,1 @@
+//! Lists, one engine record per element (see `server/coll.rs`).

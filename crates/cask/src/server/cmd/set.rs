@@ -1,0 +1,1 @@
+//! Sets, one engine record per element (see `server/coll.rs`).

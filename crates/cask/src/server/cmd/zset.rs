@@ -1,0 +1,1 @@
+//! Sorted sets, one engine record per element (see `server/coll.rs`).
