@@ -1,9 +1,10 @@
 //! Clients blocked on keys (BLPOP, BRPOP, BLMOVE, BZPOPMIN, ...).
 //!
 //! A blocked client registers a waiter on each of its keys, in arrival order. Every write
-//! that leaves a collection non-empty calls [`Ready::signal`], which wakes the waiters of
-//! that key; they then retry their command. When nobody is blocked, `signal` is one atomic
-//! load.
+//! that leaves a collection non-empty calls [`Ready::signal`], which wakes the oldest waiter
+//! of that key; it retries its command. A served client signals its keys again as it
+//! leaves, which wakes the next one if something is left: clients are served in the order
+//! they blocked, as in Redis. When nobody is blocked, `signal` is one atomic load.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -53,16 +54,14 @@ impl Ready {
         }
     }
 
-    /// Wakes the clients waiting on `key` of database `db`.
+    /// Wakes the oldest client waiting on `key` of database `db`.
     pub fn signal(&self, db: u8, key: &[u8]) {
         if self.waiting.load(Ordering::Acquire) == 0 {
             return;
         }
         let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(waiters) = map.get(&(db, key.to_vec())) {
-            for (_, n) in waiters {
-                n.notify_one();
-            }
+        if let Some((_, n)) = map.get(&(db, key.to_vec())).and_then(|w| w.first()) {
+            n.notify_one();
         }
     }
 

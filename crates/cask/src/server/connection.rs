@@ -169,6 +169,22 @@ async fn serve_client(
                     shutdown_server = true;
                     close = true;
                 }
+                Outcome::Block(block) => {
+                    // Send what came before, then wait; requests pipelined behind the
+                    // blocked one stay in the buffer until it is served.
+                    flush(shared, stream, client, &mut pending).await?;
+                    let Some(frame) =
+                        wait_blocked(shared, stream, client, shutdown, &mut buf, block).await?
+                    else {
+                        return Ok(());
+                    };
+                    let wrote = client.max_version != before;
+                    pending.push(Pending {
+                        frame,
+                        wrote,
+                        proto: client.proto,
+                    });
+                }
                 Outcome::Blocking(job) => {
                     // SAVE and friends: never fsync or compact on a runtime worker.
                     let frame = match tokio::task::spawn_blocking(job).await {
@@ -225,6 +241,59 @@ async fn serve_client(
             return Ok(());
         }
     }
+}
+
+/// Blocks a client on keys until `block.retry` serves it or the timeout passes. Returns
+/// `None` when the connection must close instead (shutdown, CLIENT KILL, the peer hung up:
+/// a client that left must not take an element nobody will receive). Bytes that arrive
+/// meanwhile are kept in `buf` for after the reply.
+async fn wait_blocked(
+    shared: &Shared,
+    stream: &mut TcpStream,
+    client: &mut ClientState,
+    shutdown: &mut watch::Receiver<bool>,
+    buf: &mut BytesMut,
+    block: cmd::Block,
+) -> std::io::Result<Option<Frame>> {
+    let db = client.db;
+    let keys: Vec<&[u8]> = block.keys.iter().map(|k| &k[..]).collect();
+    let waiter = shared.store.ready.register(db, &keys);
+    let deadline = block.timeout.map(|t| tokio::time::Instant::now() + t);
+    let served = loop {
+        // Retry first: a write may have come between the attempt and the registration.
+        let mut ctx = cmd::Ctx { shared, client };
+        match (block.retry)(&mut ctx, &block.args) {
+            Ok(Some(frame)) => break frame,
+            Err(e) => break Frame::Error(e.0),
+            Ok(None) => {}
+        }
+        let sleep = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.changed() => return Ok(None),
+            () = client.handle.kill.notified() => return Ok(None),
+            () = waiter.notify.notified() => {}
+            () = sleep => return Ok(Some(block.timeout_reply)),
+            n = stream.read_buf(buf) => {
+                let n = n?;
+                shared.counters.net_in.fetch_add(n as u64, Ordering::Relaxed);
+                if n == 0 || buf.len() as u64 > shared.config.limits.query_buffer_limit {
+                    return Ok(None);
+                }
+            }
+        }
+    };
+    // Pass the turn: the next client blocked on these keys retries if anything is left.
+    drop(waiter);
+    for k in &keys {
+        shared.store.ready.signal(db, k);
+    }
+    Ok(Some(served))
 }
 
 /// Waits until the batch's writes are durable, then sends every pending reply in one write.

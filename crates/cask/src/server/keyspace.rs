@@ -186,8 +186,10 @@ impl Store {
 
     /// Locks keys living in two databases (MOVE, COPY ... DB), in stripe order.
     pub fn lock2<'a>(&'a self, a: (u8, &[u8]), b: (u8, &[u8])) -> KeyLocks<'a> {
-        self.locks
-            .take(vec![self.locks.stripe(a.0, a.1), self.locks.stripe(b.0, b.1)])
+        self.locks.take(vec![
+            self.locks.stripe(a.0, a.1),
+            self.locks.stripe(b.0, b.1),
+        ])
     }
 
     /// Locks keys given with their databases, in stripe order.
@@ -378,11 +380,8 @@ impl Store {
                     std::ops::Bound::Included(vec![ns, db]),
                     std::ops::Bound::Excluded(vec![ns, db + 1]),
                 );
-                let keys: Vec<Vec<u8>> = self
-                    .db
-                    .keys(range)
-                    .take(10_000)
-                    .collect::<Result<_, _>>()?;
+                let keys: Vec<Vec<u8>> =
+                    self.db.keys(range).take(10_000).collect::<Result<_, _>>()?;
                 if keys.is_empty() {
                     break;
                 }
@@ -406,11 +405,7 @@ impl Store {
             Some(e) => std::ops::Bound::Excluded(e),
             None => std::ops::Bound::Unbounded,
         };
-        match self
-            .db
-            .keys((std::ops::Bound::Included(prefix), hi))
-            .next()
-        {
+        match self.db.keys((std::ops::Bound::Included(prefix), hi)).next() {
             Some(r) => r.map(|_| true).map_err(CmdError::from),
             None => Ok(false),
         }

@@ -125,7 +125,11 @@ fn sweep_key(db: &Db, locks: &Locks, d: u8, key: &[u8]) -> cask_engine::Result<u
         Some(e) => Bound::Excluded(e),
         None => Bound::Unbounded,
     };
-    if db.keys((Bound::Included(prefix.clone()), hi.clone())).next().is_none() {
+    if db
+        .keys((Bound::Included(prefix.clone()), hi.clone()))
+        .next()
+        .is_none()
+    {
         return Ok(0);
     }
     let (live, horizon) = live_generation(db, locks, d, key)?;

@@ -89,6 +89,45 @@ pub enum Outcome {
     Shutdown,
     /// Run this off the runtime's workers (fsync, compaction), then send its reply.
     Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
+    /// Block the client until one of the keys is written, then retry (BLPOP and friends).
+    Block(Block),
+}
+
+/// A blocked command: the connection sends the replies it has, registers on `keys`, and
+/// calls `retry` each time one of them is written, until it returns a reply or the timeout
+/// passes (then it sends `timeout_reply`). Inside MULTI/EXEC a blocking command does not
+/// block: it replies `timeout_reply` at once, as in Redis.
+pub struct Block {
+    /// The keys to wait on, in the client's selected database.
+    pub keys: Vec<Bytes>,
+    /// How long to wait; `None` waits forever.
+    pub timeout: Option<std::time::Duration>,
+    /// The command's non-blocking attempt: `Ok(Some(reply))` serves the client,
+    /// `Ok(None)` keeps it waiting.
+    pub retry: fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Option<Frame>>,
+    /// The command's arguments (after its name), passed to `retry`.
+    pub args: Vec<Bytes>,
+    /// The reply when the timeout passes (a null array for BLPOP, a null for BLMOVE).
+    pub timeout_reply: Frame,
+}
+
+/// Parses a blocking command's timeout (seconds, fractions allowed; 0 waits forever).
+///
+/// # Errors
+/// Redis's texts for a non-number and for a negative timeout.
+pub fn timeout_arg(b: &[u8]) -> CmdResult<Option<std::time::Duration>> {
+    let secs = parse_float(b)
+        .filter(|v| v.is_finite())
+        .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;
+    if secs < 0.0 {
+        return Err(CmdError::err("timeout is negative"));
+    }
+    if secs == 0.0 {
+        return Ok(None);
+    }
+    // Redis keeps ms; anything past a few years is "forever" in practice.
+    let ms = (secs * 1000.0).min(1e15);
+    Ok(Some(std::time::Duration::from_millis(ms as u64)))
 }
 
 /// The context of one command execution.
