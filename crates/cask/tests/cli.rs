@@ -5,7 +5,25 @@ use std::process::Output;
 use std::time::Duration;
 
 use assert_cmd::Command;
+use cask::server::keyspace::engine_key;
 use cask_engine::{Db, Options, SyncPolicy, WriteOptions};
+
+/// Writes string `k` of database 0 the way the server and the CLI store it.
+fn set_with0(db: &Db, k: &[u8], v: &[u8], expire_at: Option<u64>) {
+    let mut value = vec![0u8];
+    value.extend_from_slice(v);
+    db.set_with(&engine_key(0, k), &value, WriteOptions { expire_at })
+        .unwrap();
+}
+
+fn set0(db: &Db, k: &[u8], v: &[u8]) {
+    set_with0(db, k, v, None);
+}
+
+/// Reads string `k` of database 0.
+fn get0(db: &Db, k: &[u8]) -> Option<Vec<u8>> {
+    db.get(&engine_key(0, k)).unwrap().map(|v| v[1..].to_vec())
+}
 
 /// The binary, with `--dir DIR` and none of the caller's `CASK_*` / log settings.
 fn cask(dir: &Path) -> Command {
@@ -196,9 +214,9 @@ fn scan_options() {
         ("b3", "4"),
         ("c", "5"),
     ] {
-        db.set(k.as_bytes(), v.as_bytes()).unwrap();
+        set0(&db, k.as_bytes(), v.as_bytes());
     }
-    db.set(b"d\tkey", b"x\ny\x00\xff\\").unwrap();
+    set0(&db, b"d\tkey", b"x\ny\x00\xff\\");
     db.close().unwrap();
 
     let scan = |args: &[&str]| {
@@ -333,7 +351,7 @@ fn repl_ttl_stats_and_help() {
     assert!(out.contains("quit | exit"), "{out}");
     assert!(stderr(&o).contains("invalid TTL"), "{}", stderr(&o));
     let db = Db::open(tmp.path(), engine_opts()).unwrap();
-    let meta = db.metadata(b"k").unwrap().unwrap();
+    let meta = db.metadata(&engine_key(0, b"k")).unwrap().unwrap();
     let expire = meta.expire_at.expect("TTL stored");
     let hour = 3_600_000;
     assert!(expire > db.now_ms() + hour - 60_000 && expire <= db.now_ms() + hour);
@@ -399,11 +417,10 @@ fn compact_reclaims_overwritten_space() {
     let dir = tmp.path();
     let db = Db::open(dir, engine_opts()).unwrap();
     for i in 0..200u32 {
-        db.set(b"counter", i.to_string().as_bytes()).unwrap();
-        db.set(format!("key{}", i % 10).as_bytes(), &[b'x'; 100])
-            .unwrap();
+        set0(&db, b"counter", i.to_string().as_bytes());
+        set0(&db, format!("key{}", i % 10).as_bytes(), &[b'x'; 100]);
     }
-    db.delete(b"key0").unwrap();
+    db.delete(&engine_key(0, b"key0")).unwrap();
     db.close().unwrap();
 
     let before = stats_json(dir);
@@ -454,11 +471,11 @@ fn check_clean_directory() {
 fn many_segments(dir: &Path, keys: u32) -> Vec<PathBuf> {
     let db = Db::open(dir, engine_opts().segment_size(1024)).unwrap();
     for i in 0..keys {
-        db.set(
+        set0(
+            &db,
             format!("k{i:03}").as_bytes(),
             format!("value-{i:03}-{}", "v".repeat(30)).as_bytes(),
-        )
-        .unwrap();
+        );
     }
     db.close().unwrap();
     let mut segs: Vec<PathBuf> = std::fs::read_dir(dir)
@@ -535,7 +552,7 @@ fn locked_directory_is_one_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let db = Db::open(dir, engine_opts()).unwrap();
-    db.set(b"k", b"v").unwrap();
+    set0(&db, b"k", b"v");
     for args in [
         &["get", "k"][..],
         &["set", "k", "w"][..],
@@ -582,10 +599,10 @@ fn dump_load_round_trip() {
     ];
     let db = Db::open(&src, engine_opts()).unwrap();
     for (k, v, e) in &entries {
-        db.set_with(k, v, WriteOptions { expire_at: *e }).unwrap();
+        set_with0(&db, k, v, *e);
     }
-    db.set(b"gone", b"deleted").unwrap();
-    db.delete(b"gone").unwrap();
+    set0(&db, b"gone", b"deleted");
+    db.delete(&engine_key(0, b"gone")).unwrap();
     db.close().unwrap();
 
     let dump = run(&src, &["dump"]);
@@ -615,8 +632,11 @@ fn dump_load_round_trip() {
     assert_eq!(again.stdout, dump.stdout);
     let db = Db::open(&dst, engine_opts()).unwrap();
     for (k, v, e) in &entries {
-        assert_eq!(db.get(k).unwrap().as_ref(), Some(v));
-        assert_eq!(db.metadata(k).unwrap().unwrap().expire_at, *e);
+        assert_eq!(get0(&db, k).as_ref(), Some(v));
+        assert_eq!(
+            db.metadata(&engine_key(0, k)).unwrap().unwrap().expire_at,
+            *e
+        );
     }
     assert_eq!(db.stats().keys, entries.len() as u64);
     db.close().unwrap();
@@ -757,7 +777,7 @@ fn engine_limits_are_one_line_errors() {
     let o = run(tmp.path(), &["set", &key, "v"]);
     let line = one_error_line(&o);
     assert!(
-        line.contains("key is 70000 bytes, over the limit"),
+        line.contains("key is 70000 bytes, over the limit of 65534 bytes"),
         "{line}"
     );
 }
@@ -830,7 +850,7 @@ fn arguments_are_taken_as_raw_bytes() {
         .assert()
         .stdout("k\\xff\\x01\tv\\xfe\n");
     let db = Db::open(tmp.path(), engine_opts()).unwrap();
-    assert_eq!(db.get(b"k\xff\x01").unwrap(), Some(b"v\xfe".to_vec()));
+    assert_eq!(get0(&db, b"k\xff\x01"), Some(b"v\xfe".to_vec()));
 }
 
 #[test]

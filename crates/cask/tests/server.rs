@@ -373,3 +373,49 @@ fn environment_overrides_file_and_flag_overrides_environment() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `cask get/set/rm/scan` and the server's database 0 are one keyspace (regression: the
+/// command line used to read and write raw engine keys the server never saw).
+#[test]
+fn command_line_and_server_share_database_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let cask = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cask"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(cask(&["set", "from-cli", "hello"]).status.success());
+
+    let mut s = Server::start(dir.path(), &[]);
+    let mut c = s.connect();
+    c.cmd(&[b"GET", b"from-cli"]);
+    c.expect(b"$5\r\nhello\r\n");
+    c.cmd(&[b"SET", b"from-server", b"v"]);
+    c.expect(b"+OK\r\n");
+    c.cmd(&[b"SELECT", b"1"]);
+    c.expect(b"+OK\r\n");
+    c.cmd(&[b"SET", b"other-db", b"x"]);
+    c.expect(b"+OK\r\n");
+    c.send(&resp(&[b"SHUTDOWN"]));
+    assert!(s.wait(Duration::from_secs(10)).success());
+
+    let o = cask(&["get", "from-server"]);
+    assert_eq!(o.stdout, b"v");
+    let o = cask(&["scan"]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "from-cli\thello\nfrom-server\tv\n"
+    );
+    // dump covers every database; load restores them.
+    let dump = cask(&["dump"]);
+    let text = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        text.contains(r#"{"db":1,"key":"other-db","value":"x"}"#),
+        "{text}"
+    );
+    assert!(cask(&["rm", "from-cli"]).status.success());
+    assert_eq!(cask(&["get", "from-cli"]).stdout, b"Key not found\n");
+}

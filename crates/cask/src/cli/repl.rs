@@ -16,7 +16,7 @@ use cask_engine::{Db, Options, WriteOptions};
 use clap::Parser;
 
 use super::admin::{render_stats, size};
-use super::kv::{NOT_FOUND, expire_at, write_scan};
+use super::kv::{NOT_FOUND, delete_key, expire_at, get_string, set_string, write_scan};
 use super::text::{escape, tokenize};
 use super::{CliError, CliResult, ScanArgs};
 
@@ -162,7 +162,7 @@ fn execute(db: &Db, args: &[Vec<u8>], out: &mut dyn Write) -> Result<Flow, CliEr
     let cmd = String::from_utf8_lossy(cmd).to_ascii_lowercase();
     match (cmd.as_str(), rest) {
         ("set", [key, value]) => {
-            db.set(key, value)?;
+            set_string(db, key, value, WriteOptions::default())?;
             writeln!(out, "OK")?;
         }
         ("set", [key, value, ttl]) => {
@@ -178,15 +178,15 @@ fn execute(db: &Db, args: &[Vec<u8>], out: &mut dyn Write) -> Result<Flow, CliEr
             let opts = WriteOptions {
                 expire_at: Some(expire_at(db, ttl)),
             };
-            db.set_with(key, value, opts)?;
+            set_string(db, key, value, opts)?;
             writeln!(out, "OK")?;
         }
-        ("get", [key]) => match db.get(key)? {
+        ("get", [key]) => match get_string(db, key)? {
             Some(value) => writeln!(out, "{}", escape(&value))?,
             None => writeln!(out, "{NOT_FOUND}")?,
         },
         ("delete" | "del" | "rm", [key]) => {
-            if db.delete(key)? {
+            if delete_key(db, key)? {
                 writeln!(out, "OK")?;
             } else {
                 writeln!(out, "{NOT_FOUND}")?;

@@ -197,6 +197,21 @@ impl Coll {
         }
     }
 
+    /// A collection from its parts (for tools reading a data directory directly).
+    pub fn from_meta(db: u8, key: &[u8], meta: Meta) -> Coll {
+        Coll::new(db, key, meta)
+    }
+
+    /// The engine key range of its element records.
+    pub fn range(&self) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+        self.bounds(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// Length of the engine key prefix before each element's sub-key.
+    pub fn prefix_len(&self) -> usize {
+        self.prefix.len()
+    }
+
     /// The engine key of element `sub`.
     pub fn elem_key(&self, sub: &[u8]) -> Vec<u8> {
         let mut k = self.prefix.clone();
