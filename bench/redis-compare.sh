@@ -12,11 +12,17 @@
 # Pairs compared:
 #   cask --sync interval   vs  redis-server --appendonly yes --appendfsync everysec
 #   cask --sync always     vs  redis-server --appendonly yes --appendfsync always
-# Each with: redis-benchmark -t set,get,incr -c 50 -n 200000 -r 100000 -P {1,16} -q
+# Each with: redis-benchmark -t $TESTS -c 50 -n 200000 -r 100000 -P {1,16} -q
+#
+# TESTS (default set,get,incr) takes any redis-benchmark -t list, e.g.
+#   TESTS=lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,zpopmin,lrange_100,mset
+# MODES (default "interval always") picks the durability pairs.
 set -euo pipefail
 bin=${1:-target/release/cask}
 n=${N:-200000}
 repeat=${REPEAT:-2}
+tests=${TESTS:-set,get,incr}
+modes=${MODES:-interval always}
 tmp=$(mktemp -d)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$tmp"; }
@@ -33,8 +39,12 @@ wait_port() {
 
 run() { # label port
     for p in 1 16; do
-        redis-benchmark -p "$2" -t set,get,incr -c 50 -n "$n" -r 100000 -P "$p" -q 2>/dev/null \
-            | tr '\r' '\n' | grep -E '^(SET|GET|INCR): [0-9.]+ requests' \
+        # Names like "LRANGE_100 (first 100 elements)" keep their first word; the LPUSH run
+        # that only fills the list for LRANGE is left out.
+        redis-benchmark -p "$2" -t "$tests" -c 50 -n "$n" -r 100000 -P "$p" -q 2>/dev/null \
+            | tr '\r' '\n' | grep -E '^[A-Z_0-9]+( \([^)]*\))?: [0-9.]+ requests' \
+            | grep -v 'needed to benchmark' \
+            | sed -E 's/^([A-Z_0-9]+)( \([^)]*\))?:/\1:/' \
             | awk -v l="$1" -v p="$p" '{ printf "%-22s P=%-2s %-5s %s\n", l, p, $1, $2 }'
     done
 }
@@ -43,7 +53,7 @@ results=$tmp/results.txt
 : > "$results"
 for round in $(seq 1 "$repeat"); do
 echo "round $round" | tee -a "$results"
-for mode in interval always; do
+for mode in $modes; do
     case $mode in
         interval) fsync=everysec ;;
         always) fsync=always ;;
@@ -66,7 +76,7 @@ done
 
 python3 - "$results" <<'PY'
 import re, sys
-runs, cur = [], None
+runs, cur, tests = [], None, []
 for line in open(sys.argv[1]):
     if line.startswith("round"):
         cur = {}; runs.append(cur); continue
@@ -75,13 +85,17 @@ for line in open(sys.argv[1]):
         srv, mode, p, test, rps = m.groups()
         pol = "interval" if mode in ("sync=interval", "aof=everysec") else "always"
         cur[(srv, pol, int(p), test)] = float(rps)
+        if test not in tests:
+            tests.append(test)
 for pol, title in [("interval", "cask --sync interval vs redis-server --appendfsync everysec"),
                    ("always", "cask --sync always vs redis-server --appendfsync always")]:
+    if not any(k[1] == pol for r in runs for k in r):
+        continue
     print(f"\n### {title}\n")
     print("| test | -P |" + "".join(f" cask {i+1} | redis {i+1} | ratio {i+1} |" for i in range(len(runs))))
     print("|---|---:|" + "---:|---:|---:|" * len(runs))
     for p in (1, 16):
-        for t in ("SET", "GET", "INCR"):
+        for t in tests:
             row = f"| {t} | {p} |"
             for r in runs:
                 c, rd = r.get(("cask", pol, p, t)), r.get(("redis", pol, p, t))

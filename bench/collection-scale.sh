@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Does a write to a collection of 1 M elements cost what it costs on one of 10?
+# Starts `cask serve --sync interval`, fills one hash, set, sorted set and list with 1 M
+# elements (variadic commands through redis-cli --pipe) and one of each with 10, then runs
+# the same redis-benchmark command against the small and the large key, alternating, and
+# prints ops/s and the large/small ratio (1.0: no slowdown).
+#
+#   cargo build --release -p cask
+#   bench/collection-scale.sh [target/release/cask]
+#
+# Commands (-c 50 -n $N, default 200000):
+#   HSET key f__rand_int__ v       (-r 10 for the small key, -r 1000000 for the large one:
+#   SADD key m__rand_int__          both mostly overwrite existing elements)
+#   ZADD key __rand_int__ m__rand_int__
+#   LPUSH key v                    (both grow by N)
+#   LMOVE key key LEFT RIGHT       (a pop and a push: the list keeps its size)
+set -euo pipefail
+bin=${1:-target/release/cask}
+n=${N:-200000}
+big=${BIG:-1000000}
+port=${PORT:-7481}
+repeat=${REPEAT:-2}
+tmp=$(mktemp -d)
+pid=
+cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+"$bin" --dir "$tmp/data" serve --port "$port" --sync interval 2>"$tmp/cask.log" &
+pid=$!
+for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+
+fill() { # key-prefix count
+    python3 - "$1" "$2" <<'PY' | redis-cli -p "$port" --pipe >/dev/null
+import sys
+prefix, count = sys.argv[1], int(sys.argv[2])
+out = sys.stdout.buffer
+def cmd(*args):
+    b = [b"*%d\r\n" % len(args)]
+    for a in args:
+        a = a if isinstance(a, bytes) else str(a).encode()
+        b.append(b"$%d\r\n%s\r\n" % (len(a), a))
+    out.write(b"".join(b))
+step = 1000
+for lo in range(0, count, step):
+    hi = min(count, lo + step)
+    cmd("HSET", f"{prefix}:hash", *[x for i in range(lo, hi) for x in (f"f{i}", "v")])
+    cmd("SADD", f"{prefix}:set", *[f"m{i}" for i in range(lo, hi)])
+    cmd("ZADD", f"{prefix}:zset", *[x for i in range(lo, hi) for x in (i, f"m{i}")])
+    cmd("RPUSH", f"{prefix}:list", *["v"] * (hi - lo))
+PY
+}
+start=$(date +%s)
+fill small 10
+fill big "$big"
+echo "filled: $(redis-cli -p "$port" HLEN big:hash) hash fields, $(redis-cli -p "$port" SCARD big:set) set members, $(redis-cli -p "$port" ZCARD big:zset) zset members, $(redis-cli -p "$port" LLEN big:list) list elements in $(( $(date +%s) - start )) s"
+
+bench() { # label r command...
+    local label=$1 r=$2; shift 2
+    redis-benchmark -p "$port" -c 50 -n "$n" -r "$r" -q "$@" 2>/dev/null | tr '\r' '\n' \
+        | grep -E 'requests per second' | tail -1 | awk -v l="$label" '{ print l, $2 }'
+}
+printf '%-28s %12s %12s %7s\n' command small big ratio
+for round in $(seq 1 "$repeat"); do
+    for t in hset sadd zadd lpush lmove; do
+        case $t in
+            hset) s=$(bench s 10 HSET small:hash f__rand_int__ v); b=$(bench b "$big" HSET big:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
+            sadd) s=$(bench s 10 SADD small:set m__rand_int__); b=$(bench b "$big" SADD big:set m__rand_int__); name="SADD key m__rand_int__" ;;
+            zadd) s=$(bench s 10 ZADD small:zset __rand_int__ m__rand_int__); b=$(bench b "$big" ZADD big:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
+            lpush) s=$(bench s 10 LPUSH small:list v); b=$(bench b 10 LPUSH big:list v); name="LPUSH key v" ;;
+            lmove) s=$(bench s 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench b 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
+        esac
+        s=${s#* }; b=${b#* }
+        awk -v n="$name" -v s="$s" -v b="$b" 'BEGIN { printf "%-28s %12.0f %12.0f %7.2f\n", n, s, b, b / s }'
+    done
+done
+redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
