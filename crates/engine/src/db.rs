@@ -427,6 +427,19 @@ impl Db {
         self.scan(range).into_keys()
     }
 
+    /// The number of live keys in `range`, counted from the index without I/O or copies.
+    /// Not a snapshot: keys written or deleted while it runs may or may not be counted.
+    ///
+    /// # Errors
+    /// `Closed` after [`Db::close`].
+    pub fn count<R: RangeBounds<Vec<u8>>>(&self, range: R) -> Result<u64> {
+        crate::scan::count(
+            self,
+            range.start_bound().cloned(),
+            range.end_bound().cloned(),
+        )
+    }
+
     /// Forces every acknowledged write to stable storage.
     ///
     /// # Errors

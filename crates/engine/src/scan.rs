@@ -57,9 +57,7 @@ impl Scan {
         self.db.inner.check_open()?;
         let now = self.db.now_ms();
         let kd = self.db.inner.keydir.read();
-        if matches!((&self.lo, &self.hi), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
-            || matches!((&self.lo, &self.hi), (Bound::Excluded(a), Bound::Excluded(b)) if a == b)
-        {
+        if empty_range(&self.lo, &self.hi) {
             self.exhausted = true;
             return Ok(());
         }
@@ -111,6 +109,46 @@ impl Scan {
                 self.exhausted = true;
                 return Some(Err(e));
             }
+        }
+    }
+}
+
+/// Whether `lo..hi` is empty in a way `BTreeMap::range` would panic on.
+pub(crate) fn empty_range(lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> bool {
+    matches!((lo, hi), (Bound::Included(a) | Bound::Excluded(a), Bound::Included(b) | Bound::Excluded(b)) if a > b)
+        || matches!((lo, hi), (Bound::Excluded(a), Bound::Excluded(b)) if a == b)
+}
+
+/// Entries counted per keydir lock hold by [`count`].
+const COUNT_CHUNK: usize = 64 * 1024;
+
+/// The number of live keys in `lo..hi`, from the index, taking its lock in chunks so that
+/// writers are never held up for long.
+pub(crate) fn count(db: &Db, mut lo: Bound<Vec<u8>>, hi: Bound<Vec<u8>>) -> Result<u64> {
+    db.inner.check_open()?;
+    let now = db.now_ms();
+    let mut n = 0;
+    loop {
+        if empty_range(&lo, &hi) {
+            return Ok(n);
+        }
+        let kd = db.inner.keydir.read();
+        let mut taken = 0;
+        let mut last = None;
+        for (k, e) in kd
+            .map
+            .range::<[u8], _>((as_slice(&lo), as_slice(&hi)))
+            .take(COUNT_CHUNK)
+        {
+            taken += 1;
+            if !e.expired(now) {
+                n += 1;
+            }
+            last = Some(k);
+        }
+        match last {
+            Some(k) if taken == COUNT_CHUNK => lo = Bound::Excluded(k.as_slice().to_vec()),
+            _ => return Ok(n),
         }
     }
 }

@@ -361,3 +361,35 @@ fn expiry_at_time_zero_is_already_expired() {
     }
     assert_eq!(db.scan(..).count(), 0);
 }
+
+#[test]
+fn count_matches_a_listing_across_chunks_and_skips_expired_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    let mut batch = Batch::new();
+    // More than one counting chunk (64 Ki entries).
+    for i in 0..70_000u32 {
+        batch.put(format!("a{i:06}").into_bytes(), b"v".to_vec());
+        if batch.len() == 10_000 {
+            db.write(&batch).unwrap();
+            batch.clear();
+        }
+    }
+    db.write(&batch).unwrap();
+    db.set(b"b1", b"v").unwrap();
+    db.set_with(b"b2", b"v", WriteOptions::expire_at(1))
+        .unwrap();
+    db.set(b"c", b"v").unwrap();
+    db.delete(b"c").unwrap();
+    let lo = |k: &[u8]| std::ops::Bound::Included(k.to_vec());
+    let hi = |k: &[u8]| std::ops::Bound::Excluded(k.to_vec());
+    assert_eq!(db.count(..).unwrap(), 70_001);
+    assert_eq!(db.count((lo(b"a"), hi(b"b"))).unwrap(), 70_000);
+    assert_eq!(db.count((lo(b"b"), hi(b"c"))).unwrap(), 1);
+    assert_eq!(db.count((lo(b"a050000"), hi(b"a050010"))).unwrap(), 10);
+    for range in [(lo(b"z"), hi(b"a")), (hi(b"b"), hi(b"b"))] {
+        assert_eq!(db.count(range.clone()).unwrap(), 0);
+        assert_eq!(db.keys(range).count(), 0);
+    }
+    assert_eq!(db.count(..).unwrap() as usize, db.keys(..).count());
+}

@@ -359,12 +359,10 @@ impl Store {
     /// # Errors
     /// Engine errors.
     pub fn dbsize(&self, db: u8) -> CmdResult<u64> {
-        let mut n = 0;
-        for k in self.keys_from(db, None) {
-            k?;
-            n += 1;
-        }
-        Ok(n)
+        Ok(self.db.count((
+            std::ops::Bound::Included(db_prefix(db).to_vec()),
+            std::ops::Bound::Excluded(vec![NS_KEY, db + 1]),
+        ))?)
     }
 
     /// Deletes every key of database `db`, in batches, then the elements of its
