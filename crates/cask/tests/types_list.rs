@@ -451,3 +451,16 @@ fn sixteen_clients_racing_push_and_pop_lose_nothing() {
     }
     assert_eq!(seen.len(), 16 * per);
 }
+
+#[test]
+fn config_set_of_a_fixed_parameter_to_its_value_is_a_no_op() {
+    // Redis's test suite starts every server with CONFIG SET save "".
+    let (_d, s) = start();
+    let mut c = conn(&s);
+    assert_eq!(
+        q(&mut c, &["CONFIG", "SET", "save", ""]).unwrap(),
+        Value::Okay
+    );
+    assert!(err_text(q(&mut c, &["CONFIG", "SET", "save", "900 1"])).contains("immutable config"));
+    assert!(err_text(q(&mut c, &["CONFIG", "SET", "databases", "3"])).contains("immutable config"));
+}
