@@ -77,11 +77,39 @@ impl Drop for Waiter<'_> {
         for k in &self.keys {
             if let Some(v) = map.get_mut(k) {
                 v.retain(|(id, _)| *id != self.id);
-                if v.is_empty() {
-                    map.remove(k);
+                // Pass the turn: a signal meant for this waiter may have arrived just as it
+                // timed out, hung up or was killed, and only the oldest waiter is woken, so
+                // the next one must look (a spurious wake-up only costs it a retry).
+                match v.first() {
+                    Some((_, n)) => n.notify_one(),
+                    None => {
+                        map.remove(k);
+                    }
                 }
             }
         }
         self.ready.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_waiter_leaving_after_a_signal_passes_it_on() {
+        let ready = Ready::default();
+        let first = ready.register(0, &[b"k"]);
+        let second = ready.register(0, &[b"k"]);
+        ready.signal(0, b"k");
+        // The first waiter times out (or hangs up) without serving the signal.
+        drop(first);
+        let woken =
+            tokio::time::timeout(std::time::Duration::from_secs(5), second.notify.notified()).await;
+        assert!(woken.is_ok(), "the second waiter was never woken");
+        assert_eq!(ready.blocked_clients(), 1);
+        drop(second);
+        assert_eq!(ready.blocked_clients(), 0);
+        assert!(ready.map.lock().unwrap().is_empty());
     }
 }

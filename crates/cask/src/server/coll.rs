@@ -457,6 +457,44 @@ impl<'s> Change<'s> {
     /// # Errors
     /// Engine errors (nothing was written).
     pub fn commit(self) -> CmdResult<Option<u64>> {
+        Change::commit_all(vec![self])
+    }
+
+    /// Commits changes to several collections (distinct keys) as ONE engine batch, so that
+    /// a command writing two keys (LMOVE, SMOVE) survives a crash whole or not at all.
+    /// Returns the batch's version, or `None` if none of them had anything to write.
+    ///
+    /// # Errors
+    /// Engine errors (nothing was written).
+    pub fn commit_all(changes: Vec<Change<'s>>) -> CmdResult<Option<u64>> {
+        let Some(store) = changes.first().map(|c| c.store) else {
+            return Ok(None);
+        };
+        let mut batch = Batch::new();
+        let mut after = Vec::with_capacity(changes.len());
+        for c in changes {
+            if let Some(a) = c.stage(&mut batch)? {
+                after.push(a);
+            }
+        }
+        if after.is_empty() {
+            return Ok(None);
+        }
+        let v = store.write(&batch)?;
+        for a in after {
+            if a.sweep {
+                store.sweep_later(a.db, &a.key);
+            }
+            if a.signal {
+                store.ready.signal(a.db, &a.key);
+            }
+        }
+        Ok(Some(v))
+    }
+
+    /// Adds this change's writes to `batch`; returns what to do once it is written (`None`:
+    /// nothing to write).
+    fn stage(self, batch: &mut Batch) -> CmdResult<Option<AfterCommit>> {
         if !self.meta_dirty && self.pending.is_empty() {
             return Ok(None);
         }
@@ -473,18 +511,17 @@ impl<'s> Change<'s> {
             // Nothing to create (SREM on a missing key), or an empty result replacing
             // whatever the key held (SINTERSTORE with no members deletes it).
             if replace && store.meta(coll.db, &coll.key)?.is_some() {
-                let replaced = store.may_hold_collection(coll.db, &coll.key)?;
-                let mut batch = Batch::new();
+                let sweep = store.may_hold_collection(coll.db, &coll.key)?;
                 batch.delete(engine_key(coll.db, &coll.key));
-                let v = store.write(&batch)?;
-                if replaced {
-                    store.sweep_later(coll.db, &coll.key);
-                }
-                return Ok(Some(v));
+                return Ok(Some(AfterCommit {
+                    db: coll.db,
+                    key: coll.key,
+                    sweep,
+                    signal: false,
+                }));
             }
             return Ok(None);
         }
-        let mut batch = Batch::new();
         if meta.count == 0 {
             // The collection is gone: drop the metadata; any element not deleted
             // explicitly is garbage of a dead generation, for the sweeper.
@@ -502,7 +539,7 @@ impl<'s> Change<'s> {
                 };
             }
             Store::batch_put(
-                &mut batch,
+                batch,
                 coll.db,
                 &coll.key,
                 meta.tag,
@@ -514,15 +551,21 @@ impl<'s> Change<'s> {
         // command did not delete one by one.
         let sweep = (meta.count == 0 && existed)
             || (!existed && store.may_hold_collection(coll.db, &coll.key)?);
-        let v = store.write(&batch)?;
-        if sweep {
-            store.sweep_later(coll.db, &coll.key);
-        }
-        if meta.count > 0 {
-            store.ready.signal(coll.db, &coll.key);
-        }
-        Ok(Some(v))
+        Ok(Some(AfterCommit {
+            db: coll.db,
+            key: coll.key,
+            sweep,
+            signal: meta.count > 0,
+        }))
     }
+}
+
+/// What a staged change does once its batch is written.
+struct AfterCommit {
+    db: u8,
+    key: Vec<u8>,
+    sweep: bool,
+    signal: bool,
 }
 
 impl Store {

@@ -116,18 +116,34 @@ pub struct Block {
 /// # Errors
 /// Redis's texts for a non-number and for a negative timeout.
 pub fn timeout_arg(b: &[u8]) -> CmdResult<Option<std::time::Duration>> {
-    let secs = parse_float(b)
+    // Redis reads the timeout with strtold, which also takes hexadecimal ("0x10").
+    let hex = b
+        .strip_prefix(b"0x")
+        .or_else(|| b.strip_prefix(b"0X"))
+        .and_then(|h| std::str::from_utf8(h).ok())
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .map(|v| v as f64);
+    let secs = hex
+        .or_else(|| parse_float(b))
         .filter(|v| v.is_finite())
         .ok_or_else(|| CmdError::err("timeout is not a float or out of range"))?;
-    if secs < 0.0 {
+    // As in Redis: ms rounded up, and the deadline (now + ms) must fit in an i64.
+    let ms = (secs * 1000.0).ceil();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_millis() as f64);
+    if ms > i64::MAX as f64 - now {
+        return Err(CmdError::err("timeout is out of range"));
+    }
+    if ms < 0.0 {
         return Err(CmdError::err("timeout is negative"));
     }
-    if secs == 0.0 {
+    if ms == 0.0 {
         return Ok(None);
     }
-    // Redis keeps ms; anything past a few years is "forever" in practice.
-    let ms = (secs * 1000.0).min(1e15);
-    Ok(Some(std::time::Duration::from_millis(ms as u64)))
+    // Anything past a few thousand years is "forever" in practice (and keeps the timer's
+    // deadline arithmetic far from overflow).
+    Ok(Some(std::time::Duration::from_millis(ms.min(1e15) as u64)))
 }
 
 /// The context of one command execution.
@@ -335,6 +351,28 @@ pub static COMMANDS: &[Spec] = &[
     spec!("persist", 2, W, 1, 1, 1, plain keys::persist),
     spec!("object", -2, &["readonly"], 0, 0, 0, plain keys::object),
     // Lists (list.rs).
+    spec!("lpush", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::lpush),
+    spec!("rpush", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::rpush),
+    spec!("lpushx", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::lpushx),
+    spec!("rpushx", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::rpushx),
+    spec!("lpop", -2, &["write", "fast"], 1, 1, 1, plain list::lpop),
+    spec!("rpop", -2, &["write", "fast"], 1, 1, 1, plain list::rpop),
+    spec!("llen", 2, R, 1, 1, 1, plain list::llen),
+    spec!("lrange", 4, &["readonly"], 1, 1, 1, plain list::lrange),
+    spec!("lindex", 3, &["readonly"], 1, 1, 1, plain list::lindex),
+    spec!("lset", 4, WD, 1, 1, 1, plain list::lset),
+    spec!("linsert", 5, WD, 1, 1, 1, plain list::linsert),
+    spec!("lrem", 4, W, 1, 1, 1, plain list::lrem),
+    spec!("ltrim", 4, W, 1, 1, 1, plain list::ltrim),
+    spec!("lpos", -3, &["readonly"], 1, 1, 1, plain list::lpos),
+    spec!("lmove", 5, WD, 1, 2, 1, plain list::lmove),
+    spec!("rpoplpush", 3, WD, 1, 2, 1, plain list::rpoplpush),
+    spec!("lmpop", -4, &["write", "movablekeys"], 0, 0, 0, plain list::lmpop),
+    spec!("blpop", -3, &["write", "blocking"], 1, -2, 1, special list::blpop),
+    spec!("brpop", -3, &["write", "blocking"], 1, -2, 1, special list::brpop),
+    spec!("blmove", 6, &["write", "denyoom", "blocking"], 1, 2, 1, special list::blmove),
+    spec!("brpoplpush", 4, &["write", "denyoom", "blocking"], 1, 2, 1, special list::brpoplpush),
+    spec!("blmpop", -5, &["write", "blocking", "movablekeys"], 0, 0, 0, special list::blmpop),
 ];
 
 /// Looks a command up by name, case-insensitively.
