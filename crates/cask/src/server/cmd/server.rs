@@ -43,8 +43,9 @@ fn sections(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     out.push((
         "clients",
         format!(
-            "connected_clients:{clients}\r\nmaxclients:{}\r\nblocked_clients:0\r\n",
-            sh.config.maxclients
+            "connected_clients:{clients}\r\nmaxclients:{}\r\nblocked_clients:{}\r\n",
+            sh.config.maxclients,
+            sh.store.ready.blocked_clients()
         ),
     ));
     out.push((
