@@ -109,7 +109,7 @@ impl Frame {
                 }
             }
             Frame::Double(d) => {
-                let text = format_double(*d);
+                let text = format_d2string(*d);
                 if resp3 {
                     line(out, b',', text.as_bytes());
                 } else {
@@ -160,6 +160,62 @@ pub fn format_double(d: f64) -> String {
     }
 }
 
+/// Formats a double the way Redis 7.2 replies with one (`addReplyDouble`, `d2string`):
+/// `inf`, `-inf`, `nan`, `-0`; integers up to 2^62 in plain digits; otherwise the shortest
+/// digits that read back to the same value, laid out as Redis's `fpconv_dtoa` does (`1.5`,
+/// `0.0001`, `1e+20`, `1.5e-7`). Used for [`Frame::Double`] (sorted-set scores).
+pub fn format_d2string(d: f64) -> String {
+    if d.is_nan() {
+        return "nan".into();
+    }
+    if d.is_infinite() {
+        return if d > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    if d == 0.0 {
+        return if d.is_sign_negative() { "-0".into() } else { "0".into() };
+    }
+    const LIM: f64 = (i64::MAX / 2) as f64;
+    if (-LIM..=LIM).contains(&d) && d.fract() == 0.0 {
+        return (d as i64).to_string();
+    }
+    // Shortest round-trip digits and the decimal exponent of the first one.
+    let sci = format!("{:e}", d.abs());
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let digits: String = mant.chars().filter(|c| *c != '.').collect();
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let n = digits.len() as i32;
+    let k = exp - (n - 1); // exponent of the last digit
+    let mut out = String::with_capacity(24);
+    if d < 0.0 {
+        out.push('-');
+    }
+    if k >= 0 && exp.abs() < n + 7 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', k as usize));
+    } else if k < 0 && (k > -7 || exp.abs() < 4) {
+        let offset = n + k;
+        if offset <= 0 {
+            out.push_str("0.");
+            out.extend(std::iter::repeat_n('0', (-offset) as usize));
+            out.push_str(&digits);
+        } else {
+            out.push_str(&digits[..offset as usize]);
+            out.push('.');
+            out.push_str(&digits[offset as usize..]);
+        }
+    } else {
+        out.push_str(&digits[..1]);
+        if n > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(if exp < 0 { '-' } else { '+' });
+        out.push_str(&exp.abs().to_string());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,6 +236,38 @@ mod tests {
         assert_eq!(enc(&m, 3), b"%1\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(&Frame::Double(1.5), 3), b",1.5\r\n");
         assert_eq!(enc(&Frame::Double(1.5), 2), b"$3\r\n1.5\r\n");
+    }
+
+    #[test]
+    fn doubles_format_like_redis() {
+        let cases = [
+            (1.5, "1.5"),
+            (3.0, "3"),
+            (-3.0, "-3"),
+            (0.0, "0"),
+            (-0.0, "-0"),
+            (f64::INFINITY, "inf"),
+            (f64::NEG_INFINITY, "-inf"),
+            (0.1, "0.1"),
+            (0.0001, "0.0001"),
+            (1.5e-7, "1.5e-7"),
+            (1e20, "1e+20"),
+            (1.5e20, "1.5e+20"),
+            (1e100, "1e+100"),
+            (-2.5e-300, "-2.5e-300"),
+            (123.456, "123.456"),
+            (4611686018427387904.0, "4611686018427387904"),
+            (9.2233720368547758e18, "9223372036854776000"),
+            (123456789.51234567, "1.2345678951234567e+8"),
+            (1234567.5, "1234567.5"),
+            (3.0e-5, "0.00003"),
+        ];
+        for (d, want) in cases {
+            assert_eq!(format_d2string(d), want, "{d:e}");
+            if d.is_finite() {
+                assert_eq!(want.parse::<f64>().unwrap(), d);
+            }
+        }
     }
 
     #[test]
