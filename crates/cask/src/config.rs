@@ -46,6 +46,10 @@ pub struct ServeArgs {
     /// Largest unprocessed input buffered per client, in bytes (default 1 GiB).
     #[arg(long, env = "CASK_CLIENT_QUERY_BUFFER_LIMIT")]
     pub client_query_buffer_limit: Option<u64>,
+    /// Most bytes of pub/sub messages queued for a subscriber that does not read them;
+    /// past it the subscriber is disconnected (default 32 MiB, 0 = no limit).
+    #[arg(long, env = "CASK_CLIENT_OUTPUT_BUFFER_LIMIT_PUBSUB")]
+    pub client_output_buffer_limit_pubsub: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, with underscores.
@@ -62,6 +66,7 @@ struct FileConfig {
     proto_max_bulk_len: Option<u64>,
     proto_max_multibulk_len: Option<u64>,
     client_query_buffer_limit: Option<u64>,
+    client_output_buffer_limit_pubsub: Option<u64>,
 }
 
 /// Protocol limits, all checked before the memory they bound is allocated.
@@ -73,6 +78,8 @@ pub struct Limits {
     pub max_multibulk_len: u64,
     /// Largest unparsed input held for one client.
     pub query_buffer_limit: u64,
+    /// Most bytes of pub/sub messages queued for one subscriber (0: no limit).
+    pub pubsub_output_limit: u64,
 }
 
 impl Default for Limits {
@@ -81,6 +88,7 @@ impl Default for Limits {
             max_bulk_len: 512 << 20,
             max_multibulk_len: 1 << 20,
             query_buffer_limit: 1 << 30,
+            pubsub_output_limit: 32 << 20,
         }
     }
 }
@@ -194,6 +202,10 @@ impl ServerConfig {
                     .client_query_buffer_limit
                     .or(file.client_query_buffer_limit)
                     .unwrap_or(defaults.query_buffer_limit),
+                pubsub_output_limit: args
+                    .client_output_buffer_limit_pubsub
+                    .or(file.client_output_buffer_limit_pubsub)
+                    .unwrap_or(defaults.pubsub_output_limit),
             },
         };
         if cfg.maxclients == 0 {
@@ -269,6 +281,26 @@ mod tests {
         assert_eq!(cfg.sync, "never");
         assert_eq!(cfg.limits.max_bulk_len, 100);
         assert_eq!(cfg.limits.query_buffer_limit, 1 << 30);
+        assert_eq!(cfg.limits.pubsub_output_limit, 32 << 20);
+    }
+
+    #[test]
+    fn pubsub_output_limit_flag_overrides_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cask.toml");
+        std::fs::write(&path, "client_output_buffer_limit_pubsub = 4096\n").unwrap();
+        let mut args = ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(
+            cfg.limits.pubsub_output_limit, 4096,
+            "file wins over default"
+        );
+        args.client_output_buffer_limit_pubsub = Some(0);
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.limits.pubsub_output_limit, 0, "flag wins over file");
     }
 
     #[test]

@@ -16,11 +16,13 @@ use bytes::{Buf, Bytes, BytesMut};
 use cask_engine::SyncPolicy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
+use super::cmd::tx::TxState;
 use super::cmd::{self, Outcome};
 use super::frame::Frame;
 use super::parse::{Parsed, parse};
+use super::pubsub::{Outbox, Queued, Subscriptions};
 use super::{ClientHandle, ClientNames, Shared};
 
 /// Replies held back before a flush even if more requests are buffered.
@@ -39,6 +41,26 @@ pub struct ClientState {
     pub authenticated: bool,
     /// Highest engine version written by the requests not yet acknowledged.
     pub max_version: u64,
+    /// MULTI queue and WATCHed keys.
+    pub tx: TxState,
+    /// Pub/sub subscriptions and the outbox messages arrive in.
+    pub subs: Subscriptions,
+}
+
+impl ClientState {
+    /// A fresh state for the connection `handle`: database 0, RESP2, nothing watched or
+    /// subscribed, and no outbox (set one to let the client SUBSCRIBE).
+    pub fn new(handle: Arc<ClientHandle>, authenticated: bool) -> ClientState {
+        ClientState {
+            handle,
+            db: 0,
+            proto: 2,
+            authenticated,
+            max_version: 0,
+            tx: TxState::default(),
+            subs: Subscriptions::default(),
+        }
+    }
 }
 
 struct Pending {
@@ -46,6 +68,40 @@ struct Pending {
     wrote: bool,
     /// The protocol in force when the request ran (HELLO may change it mid-pipeline).
     proto: u8,
+    /// Bytes this frame holds in the outbox's accounting (pub/sub messages), released once
+    /// it is written.
+    pushed: u64,
+}
+
+impl Pending {
+    fn reply(frame: Frame, wrote: bool, proto: u8) -> Pending {
+        Pending {
+            frame,
+            wrote,
+            proto,
+            pushed: 0,
+        }
+    }
+}
+
+/// Moves up to `max` queued pub/sub messages into the pending replies.
+fn drain_messages(
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
+    proto: u8,
+    pending: &mut Vec<Pending>,
+    max: usize,
+) {
+    for _ in 0..max {
+        match rx.try_recv() {
+            Ok((frame, size)) => pending.push(Pending {
+                frame,
+                wrote: false,
+                proto,
+                pushed: size,
+            }),
+            Err(_) => break,
+        }
+    }
 }
 
 /// Serves one client until it quits, errs, is killed, or the server shuts down.
@@ -85,16 +141,14 @@ pub async fn handle(
             .await;
         return;
     }
-    let mut client = ClientState {
-        handle: handle.clone(),
-        db: 0,
-        proto: 2,
-        authenticated: shared.password().is_none(),
-        max_version: 0,
-    };
-    if let Err(e) = serve_client(&shared, &mut stream, &mut client, &mut shutdown).await {
+    let mut client = ClientState::new(handle.clone(), shared.password().is_none());
+    let (outbox, mut rx) = Outbox::new(handle.clone(), shared.config.limits.pubsub_output_limit);
+    client.subs.outbox = Some(outbox);
+    if let Err(e) = serve_client(&shared, &mut stream, &mut client, &mut shutdown, &mut rx).await {
         tracing::debug!(client = id, error = %e, "connection closed");
     }
+    cmd::tx::reset_client(&shared, &mut client);
+    cmd::pubsub::reset_client(&shared, &mut client);
     shared
         .clients
         .lock()
@@ -107,6 +161,7 @@ async fn serve_client(
     stream: &mut TcpStream,
     client: &mut ClientState,
     shutdown: &mut watch::Receiver<bool>,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
 ) -> std::io::Result<()> {
     let limits = shared.config.limits;
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -121,11 +176,11 @@ async fn serve_client(
                 Err(e) => {
                     shared.counters.errors.fetch_add(1, Ordering::Relaxed);
                     tracing::debug!(client = client.handle.id, error = %e, "protocol error");
-                    pending.push(Pending {
-                        frame: Frame::error(format!("ERR {e}")),
-                        wrote: false,
-                        proto: client.proto,
-                    });
+                    pending.push(Pending::reply(
+                        Frame::error(format!("ERR {e}")),
+                        false,
+                        client.proto,
+                    ));
                     close = true;
                     break;
                 }
@@ -152,17 +207,14 @@ async fn serve_client(
             let outcome = cmd::execute(shared, client, args);
             let wrote = client.max_version != before;
             match outcome {
-                Outcome::Reply(frame) => pending.push(Pending {
-                    frame,
-                    wrote,
-                    proto: client.proto,
-                }),
+                Outcome::Reply(frame) => pending.push(Pending::reply(frame, wrote, client.proto)),
+                Outcome::Replies(frames) => {
+                    for frame in frames {
+                        pending.push(Pending::reply(frame, wrote, client.proto));
+                    }
+                }
                 Outcome::Close(frame) => {
-                    pending.push(Pending {
-                        frame,
-                        wrote,
-                        proto: client.proto,
-                    });
+                    pending.push(Pending::reply(frame, wrote, client.proto));
                     close = true;
                 }
                 Outcome::Shutdown => {
@@ -174,16 +226,12 @@ async fn serve_client(
                     // blocked one stay in the buffer until it is served.
                     flush(shared, stream, client, &mut pending).await?;
                     let Some(frame) =
-                        wait_blocked(shared, stream, client, shutdown, &mut buf, block).await?
+                        wait_blocked(shared, stream, client, shutdown, &mut buf, block, rx).await?
                     else {
                         return Ok(());
                     };
                     let wrote = client.max_version != before;
-                    pending.push(Pending {
-                        frame,
-                        wrote,
-                        proto: client.proto,
-                    });
+                    pending.push(Pending::reply(frame, wrote, client.proto));
                 }
                 Outcome::Blocking(job) => {
                     // SAVE and friends: never fsync or compact on a runtime worker.
@@ -191,12 +239,12 @@ async fn serve_client(
                         Ok(f) => f,
                         Err(e) => Frame::error(format!("ERR background task failed: {e}")),
                     };
-                    pending.push(Pending {
-                        frame,
-                        wrote,
-                        proto: client.proto,
-                    });
+                    pending.push(Pending::reply(frame, wrote, client.proto));
                 }
+            }
+            if client.subs.count() > 0 {
+                // Messages published meanwhile (to ourselves, too) follow this reply.
+                drain_messages(rx, client.proto, &mut pending, FLUSH_EVERY);
             }
             if pending.len() >= FLUSH_EVERY {
                 flush(shared, stream, client, &mut pending).await?;
@@ -229,6 +277,11 @@ async fn serve_client(
             biased;
             _ = shutdown.changed() => return Ok(()),
             () = client.handle.kill.notified() => return Ok(()),
+            Some(msg) = rx.recv() => {
+                pending.push(Pending { frame: msg.0, wrote: false, proto: client.proto, pushed: msg.1 });
+                drain_messages(rx, client.proto, &mut pending, FLUSH_EVERY);
+                continue;
+            }
             n = stream.read_buf(&mut buf) => {
                 let n = n?;
                 if n == 0 {
@@ -254,6 +307,7 @@ async fn wait_blocked(
     shutdown: &mut watch::Receiver<bool>,
     buf: &mut BytesMut,
     block: cmd::Block,
+    rx: &mut mpsc::UnboundedReceiver<Queued>,
 ) -> std::io::Result<Option<Frame>> {
     let db = client.db;
     let keys: Vec<&[u8]> = block.keys.iter().map(|k| &k[..]).collect();
@@ -261,8 +315,16 @@ async fn wait_blocked(
     let deadline = block.timeout.map(|t| tokio::time::Instant::now() + t);
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
-        let mut ctx = cmd::Ctx { shared, client };
-        match (block.retry)(&mut ctx, &block.args) {
+        let res = {
+            let _gate = shared.exec_gate.read().unwrap_or_else(|e| e.into_inner());
+            let mut ctx = cmd::Ctx { shared, client };
+            let res = (block.retry)(&mut ctx, &block.args);
+            if !matches!(res, Ok(None)) && shared.watches.active() {
+                shared.watches.after_write(&shared.store, &block.args);
+            }
+            res
+        };
+        match res {
             Ok(Some(frame)) => break frame,
             Err(e) => break Frame::Error(e.0),
             Ok(None) => {}
@@ -279,6 +341,12 @@ async fn wait_blocked(
             () = client.handle.kill.notified() => return Ok(None),
             () = waiter.notify.notified() => {}
             () = sleep => return Ok(Some(block.timeout_reply)),
+            Some(msg) = rx.recv() => {
+                // RESP3 clients may block while subscribed: keep delivering.
+                let mut pending = vec![Pending { frame: msg.0, wrote: false, proto: client.proto, pushed: msg.1 }];
+                drain_messages(rx, client.proto, &mut pending, FLUSH_EVERY);
+                flush(shared, stream, client, &mut pending).await?;
+            }
             n = stream.read_buf(buf) => {
                 let n = n?;
                 shared.counters.net_in.fetch_add(n as u64, Ordering::Relaxed);
@@ -319,15 +387,31 @@ async fn flush(
         }
     }
     let mut out = BytesMut::new();
+    let mut pushed = 0;
     for p in pending.drain(..) {
         if p.frame.is_error() {
             shared.counters.errors.fetch_add(1, Ordering::Relaxed);
         }
+        pushed += p.pushed;
         p.frame.encode(p.proto, &mut out);
     }
     shared
         .counters
         .net_out
         .fetch_add(out.len() as u64, Ordering::Relaxed);
-    stream.write_all(&out).await
+    // A client that stops reading must not pin this task: CLIENT KILL and the pub/sub
+    // output limit (which kills) interrupt the write.
+    tokio::select! {
+        biased;
+        r = stream.write_all(&out) => r?,
+        () = client.handle.kill.notified() => {
+            return Err(std::io::Error::other("client killed"));
+        }
+    }
+    if pushed > 0
+        && let Some(o) = &client.subs.outbox
+    {
+        o.written(pushed);
+    }
+    Ok(())
 }

@@ -31,6 +31,8 @@ pub enum Frame {
     Double(f64),
     /// RESP3 `=N\r\ntxt:...`; a bulk string in RESP2.
     Verbatim(Bytes),
+    /// RESP3 out-of-band push `>N` (pub/sub messages); an array in RESP2.
+    Push(Vec<Frame>),
 }
 
 impl Frame {
@@ -83,6 +85,16 @@ impl Frame {
             Frame::NullArray => out.put_slice(b"*-1\r\n"),
             Frame::Array(items) => {
                 line(out, b'*', itoa(items.len() as i64).as_bytes());
+                for item in items {
+                    item.encode(proto, out);
+                }
+            }
+            Frame::Push(items) => {
+                line(
+                    out,
+                    if resp3 { b'>' } else { b'*' },
+                    itoa(items.len() as i64).as_bytes(),
+                );
                 for item in items {
                     item.encode(proto, out);
                 }
@@ -236,6 +248,9 @@ mod tests {
         assert_eq!(enc(&m, 3), b"%1\r\n$1\r\na\r\n:1\r\n");
         assert_eq!(enc(&Frame::Double(1.5), 3), b",1.5\r\n");
         assert_eq!(enc(&Frame::Double(1.5), 2), b"$3\r\n1.5\r\n");
+        let p = Frame::Push(vec![Frame::bulk("a")]);
+        assert_eq!(enc(&p, 3), b">1\r\n$1\r\na\r\n");
+        assert_eq!(enc(&p, 2), b"*1\r\n$1\r\na\r\n");
     }
 
     #[test]

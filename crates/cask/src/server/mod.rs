@@ -20,6 +20,7 @@ pub mod frame;
 pub mod glob;
 pub mod keyspace;
 pub mod parse;
+pub mod pubsub;
 pub mod shutdown;
 pub mod sweep;
 
@@ -130,6 +131,14 @@ pub struct Shared {
     /// Redis's in-memory encoding thresholds: accepted by CONFIG SET, reported by CONFIG
     /// GET, and without effect (cask stores every element as its own record).
     pub tunables: Mutex<BTreeMap<String, String>>,
+    /// Held shared by every command execution and exclusively by EXEC, so that a
+    /// transaction never interleaves with another client's command (see `cmd/tx.rs`).
+    /// Front ends that run commands outside `cmd::execute` must hold it shared too.
+    pub exec_gate: RwLock<()>,
+    /// Watched keys that were missing at WATCH time (see `cmd/tx.rs`).
+    pub watches: cmd::tx::Watches,
+    /// Pub/sub subscribers.
+    pub pubsub: pubsub::Hub,
 }
 
 impl Shared {
@@ -265,6 +274,9 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
         local_addr,
         bgsave_running: Arc::new(AtomicBool::new(false)),
         tunables: Mutex::new(cmd::server::default_tunables()),
+        exec_gate: RwLock::new(()),
+        watches: cmd::tx::Watches::default(),
+        pubsub: pubsub::Hub::default(),
     });
     let mut signals = match shutdown::Signals::install() {
         Ok(s) => s,

@@ -141,6 +141,8 @@ pub fn quit(_ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
 
 /// RESET
 pub fn reset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Frame> {
+    super::tx::reset_client(ctx.shared, ctx.client);
+    super::pubsub::reset_client(ctx.shared, ctx.client);
     ctx.client.db = 0;
     ctx.client.proto = 2;
     ctx.client.authenticated = ctx.shared.password().is_none();
@@ -169,11 +171,13 @@ fn validate_name(name: &[u8]) -> CmdResult<()> {
     Ok(())
 }
 
-fn client_line(h: &crate::server::ClientHandle) -> String {
+fn client_line(shared: &crate::server::Shared, h: &crate::server::ClientHandle) -> String {
     let names = h.names.lock().map(|n| n.clone()).unwrap_or_default();
     let age = h.created.elapsed().as_secs();
+    let (sub, psub) = shared.pubsub.client_counts(h.id);
+    let flags = if sub + psub > 0 { "P" } else { "N" };
     format!(
-        "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags=N db={} sub=0 psub=0 \
+        "id={} addr={} laddr={} fd=0 name={} age={age} idle=0 flags={flags} db={} sub={sub} psub={psub} \
          ssub=0 multi=-1 qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 \
          omem=0 tot-mem=0 events=r cmd={} user=default redir=-1 resp={} lib-name={} \
          lib-ver={}\n",
@@ -251,7 +255,9 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         if !rest.is_empty() {
             return Err(arity("info"));
         }
-        Ok(Frame::Verbatim(client_line(&ctx.client.handle).into()))
+        Ok(Frame::Verbatim(
+            client_line(ctx.shared, &ctx.client.handle).into(),
+        ))
     } else if is(sub, "LIST") {
         let mut ids: Option<Vec<u64>> = None;
         let mut i = 0;
@@ -280,7 +286,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         let text: String = clients
             .values()
             .filter(|h| ids.as_ref().is_none_or(|ids| ids.contains(&h.id)))
-            .map(|h| client_line(h))
+            .map(|h| client_line(ctx.shared, h))
             .collect();
         Ok(Frame::Verbatim(text.into()))
     } else if is(sub, "KILL") {

@@ -10,9 +10,11 @@ pub mod connection;
 pub mod hash;
 pub mod keys;
 pub mod list;
+pub mod pubsub;
 pub mod server;
 pub mod set;
 pub mod strings;
+pub mod tx;
 pub mod zset;
 
 use std::sync::atomic::Ordering;
@@ -91,6 +93,8 @@ pub enum Outcome {
     Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
     /// Block the client until one of the keys is written, then retry (BLPOP and friends).
     Block(Block),
+    /// Send several replies (SUBSCRIBE confirms each channel with its own reply).
+    Replies(Vec<Frame>),
 }
 
 /// A blocked command: the connection sends the replies it has, registers on `keys`, and
@@ -215,6 +219,7 @@ const R: &[&str] = &["readonly", "fast"];
 const F: &[&str] = &["fast"];
 const NA: &[&str] = &["noauth", "fast"];
 const A: &[&str] = &["admin"];
+const PS: &[&str] = &["pubsub", "noscript"];
 
 macro_rules! spec {
     ($name:literal, $arity:expr, $flags:expr, $f:expr, $l:expr, $s:expr, plain $h:path) => {
@@ -253,6 +258,18 @@ pub static COMMANDS: &[Spec] = &[
     spec!("reset", 1, NA, 0, 0, 0, plain connection::reset),
     spec!("client", -2, &[], 0, 0, 0, plain connection::client),
     spec!("command", -1, &[], 0, 0, 0, plain connection::command),
+    // Transactions and pub/sub.
+    spec!("multi", 1, F, 0, 0, 0, plain tx::multi),
+    spec!("exec", 1, &["noscript"], 0, 0, 0, special tx::exec),
+    spec!("discard", 1, F, 0, 0, 0, plain tx::discard),
+    spec!("watch", -2, F, 1, -1, 1, plain tx::watch),
+    spec!("unwatch", 1, F, 0, 0, 0, plain tx::unwatch),
+    spec!("subscribe", -2, PS, 0, 0, 0, special pubsub::subscribe),
+    spec!("unsubscribe", -1, PS, 0, 0, 0, special pubsub::unsubscribe),
+    spec!("psubscribe", -2, PS, 0, 0, 0, special pubsub::psubscribe),
+    spec!("punsubscribe", -1, PS, 0, 0, 0, special pubsub::punsubscribe),
+    spec!("publish", 3, &["pubsub", "fast"], 0, 0, 0, plain pubsub::publish),
+    spec!("pubsub", -2, &["pubsub"], 0, 0, 0, plain pubsub::pubsub),
     // Server.
     spec!("info", -1, &[], 0, 0, 0, plain server::info),
     spec!("config", -2, A, 0, 0, 0, plain server::config),
@@ -435,8 +452,19 @@ pub fn lookup_index(name: &[u8]) -> Option<usize> {
 }
 
 /// Runs one request (`args[0]` is the command name).
+///
+/// Inside MULTI, commands other than EXEC DISCARD MULTI WATCH QUIT RESET are checked, then
+/// queued (`+QUEUED`); a refused command flags the transaction so EXEC fails. Every
+/// command runs holding `Shared::exec_gate` shared, except EXEC, which takes it exclusively
+/// (see `tx.rs`).
 pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> Outcome {
     shared.counters.commands.fetch_add(1, Ordering::Relaxed);
+    let refuse = |client: &mut ClientState, msg: String| {
+        if client.tx.in_multi() {
+            client.tx.aborted = true;
+        }
+        Outcome::Reply(Frame::error(msg))
+    };
     let Some(index) = lookup_index(&args[0]) else {
         let mut rest = String::new();
         for a in &args[1..] {
@@ -446,25 +474,71 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
             let room = 128 - rest.len();
             rest.push_str(&format!("'{}' ", truncate(a, room)));
         }
-        return Outcome::Reply(Frame::error(format!(
+        let msg = format!(
             "ERR unknown command '{}', with args beginning with: {rest}",
             truncate(&args[0], 128)
-        )));
+        );
+        return refuse(client, msg);
     };
     let spec = &COMMANDS[index];
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
-        return Outcome::Reply(Frame::error(CmdError::arity(spec.name).0));
+        return refuse(client, CmdError::arity(spec.name).0);
     }
     if !client.authenticated && !spec.flags.contains(&"noauth") {
-        return Outcome::Reply(Frame::error("NOAUTH Authentication required."));
+        return refuse(client, "NOAUTH Authentication required.".into());
+    }
+    let name = spec.name;
+    let in_multi = client.tx.in_multi();
+    if in_multi && matches!(name, "save" | "shutdown") {
+        return refuse(
+            client,
+            "ERR Command not allowed inside a transaction".into(),
+        );
+    }
+    let subscribed = client.proto == 2 && client.subs.count() > 0;
+    if subscribed {
+        if !matches!(
+            name,
+            "subscribe" | "unsubscribe" | "psubscribe" | "punsubscribe" | "ping" | "quit" | "reset"
+        ) {
+            return refuse(
+                client,
+                format!(
+                    "ERR Can't execute '{name}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / \
+                     PING / QUIT / RESET are allowed in this context"
+                ),
+            );
+        }
+        if name == "ping" && !in_multi {
+            // RESP2 subscribed mode: PING replies [pong, message-or-empty].
+            let msg = args.get(1).cloned().unwrap_or_default();
+            return Outcome::Reply(Frame::Array(vec![Frame::bulk("pong"), Frame::Bulk(msg)]));
+        }
     }
     client.handle.last_cmd.store(index, Ordering::Relaxed);
+    if in_multi
+        && !matches!(
+            name,
+            "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+        )
+    {
+        if let Some(q) = client.tx.queued.as_mut() {
+            q.push((index, args));
+        }
+        return Outcome::Reply(Frame::Simple("QUEUED".into()));
+    }
     let mut ctx = Ctx { shared, client };
+    // EXEC takes the gate exclusively itself; a shared hold here would deadlock it.
+    let _gate =
+        (name != "exec").then(|| shared.exec_gate.read().unwrap_or_else(|e| e.into_inner()));
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
         Handler::Special(h) => h(&mut ctx, &args[1..]),
     };
+    if shared.watches.active() && spec.flags.contains(&"write") {
+        shared.watches.after_write(&shared.store, &args[1..]);
+    }
     res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
 }
 
