@@ -307,12 +307,16 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         return Outcome::Reply(Frame::error("NOAUTH Authentication required."));
     }
     client.handle.last_cmd.store(index, Ordering::Relaxed);
+    let started = std::time::Instant::now();
     let mut ctx = Ctx { shared, client };
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
         Handler::Special(h) => h(&mut ctx, &args[1..]),
     };
-    res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
+    let out = res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)));
+    let ok = !matches!(out, Outcome::Reply(Frame::Error(_)));
+    shared.metrics.resp_command(index, ok, started.elapsed());
+    out
 }
 
 /// At most `max` bytes of `b`, lossily as text, for error messages.
