@@ -31,9 +31,12 @@ pub struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, env = "CASK_CONFIG")]
     pub config: Option<PathBuf>,
-    /// HTTP API port (default 7380, 0 disables it). Reserved: accepted and ignored for now.
+    /// HTTP API port on the same address (default 7380, 0 disables the HTTP API).
     #[arg(long, env = "CASK_HTTP_PORT")]
     pub http_port: Option<u16>,
+    /// Most entries one `GET /v1/kv` page may return (default 10000).
+    #[arg(long, env = "CASK_HTTP_MAX_LIST_LIMIT")]
+    pub http_max_list_limit: Option<usize>,
     /// Refuse non-loopback binds without a password: yes or no (default yes).
     #[arg(long, env = "CASK_PROTECTED_MODE")]
     pub protected_mode: Option<String>,
@@ -62,6 +65,7 @@ struct FileConfig {
     requirepass: Option<String>,
     maxclients: Option<usize>,
     http_port: Option<u16>,
+    http_max_list_limit: Option<usize>,
     protected_mode: Option<String>,
     proto_max_bulk_len: Option<u64>,
     proto_max_multibulk_len: Option<u64>,
@@ -106,8 +110,10 @@ pub struct ServerConfig {
     pub requirepass: Option<String>,
     /// Maximum simultaneous clients.
     pub maxclients: usize,
-    /// Reserved HTTP port.
+    /// HTTP API port; 0 disables the HTTP API.
     pub http_port: u16,
+    /// Most entries in one page of the HTTP listing.
+    pub http_max_list_limit: usize,
     /// Whether protected mode is on.
     pub protected_mode: bool,
     /// Protocol limits.
@@ -188,6 +194,10 @@ impl ServerConfig {
                 .filter(|p| !p.is_empty()),
             maxclients: args.maxclients.or(file.maxclients).unwrap_or(10_000),
             http_port: args.http_port.or(file.http_port).unwrap_or(7380),
+            http_max_list_limit: args
+                .http_max_list_limit
+                .or(file.http_max_list_limit)
+                .unwrap_or(10_000),
             protected_mode,
             limits: Limits {
                 max_bulk_len: args
@@ -211,6 +221,12 @@ impl ServerConfig {
         if cfg.maxclients == 0 {
             return Err(ConfigError::Invalid {
                 name: "maxclients",
+                message: "must be at least 1".into(),
+            });
+        }
+        if cfg.http_max_list_limit == 0 {
+            return Err(ConfigError::Invalid {
+                name: "http-max-list-limit",
                 message: "must be at least 1".into(),
             });
         }

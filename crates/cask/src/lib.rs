@@ -4,7 +4,9 @@
 //!   dump/load, bench, serve).
 //! - [`config`]: server configuration from flags, `CASK_*` variables and a TOML file.
 //! - [`server`]: the Redis-compatible RESP2/RESP3 server.
+//! - [`http`]: the HTTP/JSON API on the same database.
 
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod server;

@@ -29,7 +29,7 @@ use crate::scan::{Keys, Scan};
 use crate::segment::{
     self, FileName, SEGMENT_HEADER_LEN, Scanner, Segment, commit_count, hint_path, segment_path,
 };
-use crate::stats::{SegmentStats, Stats};
+use crate::stats::{SYNC_LATENCY_BOUNDS_US, SegmentStats, Stats};
 use crate::vfs::LockGuard;
 
 /// The largest segment size: record offsets are stored in 32 bits, and a segment may
@@ -70,6 +70,26 @@ pub(crate) struct Counters {
     pub last_compaction_ms: AtomicU64,
     pub syncs: AtomicU64,
     pub writes: AtomicU64,
+    /// Time spent in the write path's fsyncs, in nanoseconds.
+    pub sync_nanos: AtomicU64,
+    /// fsyncs by duration: one counter per bound of [`SYNC_LATENCY_BOUNDS_US`], then one
+    /// for longer ones.
+    pub sync_buckets: [AtomicU64; SYNC_LATENCY_BOUNDS_US.len() + 1],
+}
+
+impl Counters {
+    /// Counts one fsync of the write path and its duration.
+    fn record_sync(&self, took: Duration) {
+        self.syncs.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+        self.sync_nanos.fetch_add(nanos, Ordering::Relaxed);
+        let us = nanos / 1000;
+        let i = SYNC_LATENCY_BOUNDS_US
+            .iter()
+            .position(|&b| us <= b)
+            .unwrap_or(SYNC_LATENCY_BOUNDS_US.len());
+        self.sync_buckets[i].fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 #[derive(Debug)]
@@ -698,8 +718,9 @@ impl Inner {
             (w.next_seq - 1, files, sealed)
         };
         for seg in &files {
+            let started = std::time::Instant::now();
             seg.file.sync_data()?;
-            self.counters.syncs.fetch_add(1, Ordering::Relaxed);
+            self.counters.record_sync(started.elapsed());
         }
         // Only segments already sealed at the snapshot are now wholly on stable storage. The
         // active one may have taken more appends and been sealed while we synced: it stays
@@ -994,6 +1015,13 @@ impl Inner {
             last_compaction_ms: (last != 0).then_some(last),
             syncs: self.counters.syncs.load(Ordering::Relaxed),
             writes: self.counters.writes.load(Ordering::Relaxed),
+            sync_nanos: self.counters.sync_nanos.load(Ordering::Relaxed),
+            sync_latency: self
+                .counters
+                .sync_buckets
+                .iter()
+                .map(|b| b.load(Ordering::Relaxed))
+                .collect(),
         }
     }
 }

@@ -56,4 +56,4 @@ pub use db::{Db, KeyMeta};
 pub use error::{Error, Result};
 pub use options::{Clock, Options, SyncPolicy, SystemClock, WriteOptions};
 pub use scan::{Keys, Scan};
-pub use stats::{CompactionReport, SegmentStats, Stats};
+pub use stats::{CompactionReport, SYNC_LATENCY_BOUNDS_US, SegmentStats, Stats};

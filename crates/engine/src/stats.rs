@@ -2,6 +2,11 @@
 
 use crate::options::SyncPolicy;
 
+/// Upper bounds (µs) of the fsync latency buckets in [`Stats::sync_latency`].
+pub const SYNC_LATENCY_BOUNDS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 100_000, 250_000, 1_000_000,
+];
+
 /// Per-segment accounting.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SegmentStats {
@@ -50,6 +55,12 @@ pub struct Stats {
     pub syncs: u64,
     /// Writes acknowledged since open.
     pub writes: u64,
+    /// Total time spent in the write path's fsyncs since open, in nanoseconds.
+    pub sync_nanos: u64,
+    /// The write path's fsyncs since open by duration (not cumulative): entry `i` counts
+    /// those of at most `SYNC_LATENCY_BOUNDS_US[i]` µs (and over the previous bound); the last
+    /// entry counts the longer ones.
+    pub sync_latency: Vec<u64>,
 }
 
 /// What one compaction did.

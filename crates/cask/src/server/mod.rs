@@ -8,6 +8,7 @@
 //! - [`cmd`]: the commands, one module per family, and the dispatch table.
 //! - [`keyspace`]: how Redis keys and typed values map onto engine records.
 //! - [`durability`]: one thread that batches the connections' waits for fsync.
+//! - [`metrics`]: Prometheus metrics of both servers (served by the HTTP API).
 //! - [`shutdown`]: graceful shutdown on SIGINT, SIGTERM or `SHUTDOWN`: stop accepting,
 //!   let every handler finish the requests it has, sync and close the database.
 
@@ -19,6 +20,7 @@ pub mod durability;
 pub mod frame;
 pub mod glob;
 pub mod keyspace;
+pub mod metrics;
 pub mod parse;
 pub mod pubsub;
 pub mod shutdown;
@@ -139,6 +141,8 @@ pub struct Shared {
     pub watches: cmd::tx::Watches,
     /// Pub/sub subscribers.
     pub pubsub: pubsub::Hub,
+    /// Prometheus metrics of both servers.
+    pub metrics: metrics::Metrics,
 }
 
 impl Shared {
@@ -246,38 +250,27 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if config.http_port != 0 {
-        tracing::debug!(
-            port = config.http_port,
-            "the HTTP API is not part of this build; --http-port is ignored"
-        );
-    }
-    let durability = match durability::Durability::start(db.clone()) {
-        Ok(d) => d,
+    let http_listener = if config.http_port == 0 {
+        None
+    } else {
+        let http_addr = format!("{}:{}", config.bind, config.http_port);
+        match TcpListener::bind(&http_addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!(
+                    "cask: cannot listen on {http_addr} (HTTP API; --http-port 0 disables it): {e}"
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    let shared = match new_shared(db, config, local_addr) {
+        Ok(s) => s,
         Err(e) => {
             eprintln!("cask: cannot start the durability thread: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let shared = Arc::new(Shared {
-        store: Store::new(db),
-        durability,
-        requirepass: RwLock::new(config.requirepass.clone()),
-        config,
-        started: Instant::now(),
-        counters: Counters::default(),
-        clients: Mutex::new(BTreeMap::new()),
-        next_client_id: AtomicU64::new(1),
-        cursors: cmd::keys::Cursors::default(),
-        last_save: Arc::new(AtomicU64::new(unix_secs())),
-        shutdown_requested: Notify::new(),
-        local_addr,
-        bgsave_running: Arc::new(AtomicBool::new(false)),
-        tunables: Mutex::new(cmd::server::default_tunables()),
-        exec_gate: RwLock::new(()),
-        watches: cmd::tx::Watches::default(),
-        pubsub: pubsub::Hub::default(),
-    });
     let mut signals = match shutdown::Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -285,12 +278,28 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let (notify_shutdown, _) = watch::channel(false);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    if let Some(listener) = http_listener {
+        match listener.local_addr() {
+            // Printed before the RESP line, which scripts wait for.
+            Ok(a) => eprintln!("cask: http listening on {a}"),
+            Err(e) => {
+                eprintln!("cask: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let (shared, shutdown, done) =
+            (shared.clone(), notify_shutdown.subscribe(), done_tx.clone());
+        tokio::spawn(async move {
+            crate::http::serve(listener, shared, shutdown).await;
+            drop(done);
+        });
+    }
     // The line tests and scripts wait for.
     eprintln!("cask: listening on {local_addr}");
     tracing::info!(%local_addr, "listening");
 
-    let (notify_shutdown, _) = watch::channel(false);
-    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     tokio::select! {
         () = accept_loop(&listener, &shared, &notify_shutdown, &done_tx) => {}
         reason = signals.wait(&shared) => {
@@ -321,6 +330,40 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The state shared by the RESP and HTTP servers: starts the durability thread and registers
+/// the metrics.
+///
+/// # Errors
+/// If the durability thread cannot be started.
+pub fn new_shared(
+    db: Db,
+    config: ServerConfig,
+    local_addr: SocketAddr,
+) -> std::io::Result<Arc<Shared>> {
+    let durability = durability::Durability::start(db.clone())?;
+    let names: Vec<&str> = cmd::COMMANDS.iter().map(|c| c.name).collect();
+    Ok(Arc::new(Shared {
+        metrics: metrics::Metrics::new(db.clone(), &names),
+        store: Store::new(db),
+        durability,
+        requirepass: RwLock::new(config.requirepass.clone()),
+        config,
+        started: Instant::now(),
+        counters: Counters::default(),
+        clients: Mutex::new(BTreeMap::new()),
+        next_client_id: AtomicU64::new(1),
+        cursors: cmd::keys::Cursors::default(),
+        last_save: Arc::new(AtomicU64::new(unix_secs())),
+        shutdown_requested: Notify::new(),
+        local_addr,
+        bgsave_running: Arc::new(AtomicBool::new(false)),
+        tunables: Mutex::new(cmd::server::default_tunables()),
+        exec_gate: RwLock::new(()),
+        watches: cmd::tx::Watches::default(),
+        pubsub: pubsub::Hub::default(),
+    }))
 }
 
 async fn accept_loop(

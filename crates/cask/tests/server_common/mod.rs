@@ -28,6 +28,10 @@ impl Server {
         if !args.contains(&"--sync") {
             cmd.args(["--sync", "never"]);
         }
+        // Tests run in parallel: no HTTP listener on the fixed default port unless asked.
+        if !args.contains(&"--http-port") {
+            cmd.args(["--http-port", "0"]);
+        }
         cmd.args(args)
             .env_remove("CASK_REQUIREPASS")
             .env("CASK_LOG", "warn")

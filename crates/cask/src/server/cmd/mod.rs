@@ -528,6 +528,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         }
         return Outcome::Reply(Frame::Simple("QUEUED".into()));
     }
+    let started = std::time::Instant::now();
     let mut ctx = Ctx { shared, client };
     // EXEC takes the gate exclusively itself; a shared hold here would deadlock it.
     let _gate =
@@ -539,7 +540,10 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     if shared.watches.active() && spec.flags.contains(&"write") {
         shared.watches.after_write(&shared.store, &args[1..]);
     }
-    res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
+    let out = res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)));
+    let ok = !matches!(out, Outcome::Reply(Frame::Error(_)));
+    shared.metrics.resp_command(index, ok, started.elapsed());
+    out
 }
 
 /// At most `max` bytes of `b`, lossily as text, for error messages.
