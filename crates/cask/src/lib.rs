@@ -7,4 +7,6 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod server;
