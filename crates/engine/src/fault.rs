@@ -128,6 +128,8 @@ struct State {
     blocked_in_sync: usize,
     skip_syncs: bool,
     durability: Option<Durability>,
+    /// File fsyncs that completed successfully.
+    syncs_done: u64,
 }
 
 /// The modelled stable storage of one directory (see the module docs).
@@ -353,6 +355,13 @@ impl FaultController {
         }
     }
 
+    /// How many file fsyncs (`sync_data`) have completed successfully so far. A write
+    /// acknowledged when this read `s` is covered by any fsync that completes after the
+    /// count reaches `s + 2` (at most one fsync can have been under way at the ack).
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs_done
+    }
+
     /// Number of threads currently blocked at the closed fsync gate.
     pub fn blocked_in_sync(&self) -> usize {
         self.state.lock().blocked_in_sync
@@ -486,7 +495,9 @@ impl VFile for FaultFile {
         if self.ctl.gate(Op::Sync)? {
             self.inner.sync_data()?;
         }
-        self.ctl.synced(self.inode, &*self.inner)
+        self.ctl.synced(self.inode, &*self.inner)?;
+        self.ctl.state.lock().syncs_done += 1;
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()

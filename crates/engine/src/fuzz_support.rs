@@ -246,13 +246,29 @@ struct Machine {
     /// The acknowledged state plus the write that failed, if one did since the last open.
     failed: Option<Model>,
     counter: u64,
+    /// The last power loss let unsynced blocks through (possibly out of order).
+    reordered: bool,
 }
 
 impl Machine {
     fn open(&mut self) {
         let vfs = FaultVfs::wrap(Arc::new(self.mem.clone()));
         let opts = bounded(Arc::new(vfs.clone()), true, self.segment_size);
-        let db = Db::open(&self.dir, opts).expect("the database must open after any crash");
+        let db = match Db::open(&self.dir, opts.clone()) {
+            Ok(db) => db,
+            Err(e) if e.is_corruption() && self.reordered => {
+                // Known limitation (docs/RELIABILITY.md): after a reordered writeback a
+                // later block of an unacknowledged write may have landed without an
+                // earlier one; open refuses that loudly, and `check --repair` must then
+                // give back the acknowledged state.
+                let report = crate::check(&self.dir, &opts, true, &mut |_, _| {})
+                    .expect("check --repair after a refused open");
+                assert!(!report.is_ok(), "open refused but check found nothing");
+                Db::open(&self.dir, opts).expect("open after repair")
+            }
+            Err(e) => panic!("the database must open after any crash: {e:?}"),
+        };
+        self.reordered = false;
         let got = as_model(&db).expect("a reopened database must be readable");
         let ok = got == self.acked || self.failed.as_ref() == Some(&got);
         assert!(
@@ -278,6 +294,7 @@ impl Machine {
                 drop(db);
             }
             Death::Power(wb) => {
+                self.reordered = wb != Writeback::None;
                 // Nothing the dying process does may reach the disk any more.
                 vfs.controller().crash_at(vfs.controller().ops() + 1);
                 drop(db);
@@ -339,6 +356,7 @@ pub fn stateful(data: &[u8]) {
         acked: Model::new(),
         failed: None,
         counter: 0,
+        reordered: false,
     };
     m.open();
     let trace = std::env::var_os("CASK_FUZZ_TRACE").is_some();
