@@ -21,6 +21,7 @@ mod kv;
 mod progress;
 mod repl;
 pub mod text;
+pub mod torture;
 
 use std::ffi::OsString;
 use std::io;
@@ -71,6 +72,9 @@ pub enum Command {
     Load(LoadArgs),
     /// Measure set/get/scan throughput and latency on the data directory or a server.
     Bench(bench::BenchArgs),
+    /// Crash torture: kill `cask serve` with SIGKILL over and over, verify every
+    /// acknowledged write after each restart (the data directory must be new or empty).
+    Torture(torture::TortureArgs),
 }
 
 /// Arguments of `cask get`.
@@ -196,6 +200,7 @@ pub fn main() -> ExitCode {
         Command::Dump => dump::dump(dir),
         Command::Load(args) => dump::load(dir, args),
         Command::Bench(args) => bench::run(dir, args),
+        Command::Torture(args) => torture::run(dir, &args),
     };
     match result {
         Ok(code) => code,

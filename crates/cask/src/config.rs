@@ -53,6 +53,13 @@ pub struct ServeArgs {
     /// past it the subscriber is disconnected (default 32 MiB, 0 = no limit).
     #[arg(long, env = "CASK_CLIENT_OUTPUT_BUFFER_LIMIT_PUBSUB")]
     pub client_output_buffer_limit_pubsub: Option<u64>,
+    /// Seal a segment file once it reaches this many bytes (default 128 MiB). Small values
+    /// make rotation, hint files and compaction frequent (`cask torture` uses that).
+    #[arg(long, env = "CASK_MAX_SEGMENT_SIZE")]
+    pub max_segment_size: Option<u64>,
+    /// How often background compaction looks for wasteful segments, in ms (default 10000).
+    #[arg(long, env = "CASK_COMPACTION_INTERVAL_MS")]
+    pub compaction_interval_ms: Option<u64>,
 }
 
 /// The TOML file: the same keys as the flags, with underscores.
@@ -71,6 +78,8 @@ struct FileConfig {
     proto_max_multibulk_len: Option<u64>,
     client_query_buffer_limit: Option<u64>,
     client_output_buffer_limit_pubsub: Option<u64>,
+    max_segment_size: Option<u64>,
+    compaction_interval_ms: Option<u64>,
 }
 
 /// Protocol limits, all checked before the memory they bound is allocated.
@@ -118,6 +127,10 @@ pub struct ServerConfig {
     pub protected_mode: bool,
     /// Protocol limits.
     pub limits: Limits,
+    /// Segment size for the engine (`None`: the engine's default).
+    pub max_segment_size: Option<u64>,
+    /// Background compaction interval in ms (`None`: the engine's default).
+    pub compaction_interval_ms: Option<u64>,
 }
 
 /// A configuration that cannot be used.
@@ -217,7 +230,15 @@ impl ServerConfig {
                     .or(file.client_output_buffer_limit_pubsub)
                     .unwrap_or(defaults.pubsub_output_limit),
             },
+            max_segment_size: args.max_segment_size.or(file.max_segment_size),
+            compaction_interval_ms: args.compaction_interval_ms.or(file.compaction_interval_ms),
         };
+        if cfg.compaction_interval_ms == Some(0) {
+            return Err(ConfigError::Invalid {
+                name: "compaction-interval-ms",
+                message: "must be at least 1".into(),
+            });
+        }
         if cfg.maxclients == 0 {
             return Err(ConfigError::Invalid {
                 name: "maxclients",
@@ -334,6 +355,28 @@ mod tests {
         ));
         let args = ServeArgs {
             protected_mode: Some("maybe".into()),
+            ..ServeArgs::default()
+        };
+        assert!(ServerConfig::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn engine_knobs_resolve_and_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cask.toml");
+        std::fs::write(&path, "max_segment_size = 8192\ncompaction_interval_ms = 50\n").unwrap();
+        let args = ServeArgs {
+            compaction_interval_ms: Some(20),
+            config: Some(path),
+            ..ServeArgs::default()
+        };
+        let cfg = ServerConfig::resolve(&args).unwrap();
+        assert_eq!(cfg.max_segment_size, Some(8192), "from the file");
+        assert_eq!(cfg.compaction_interval_ms, Some(20), "flag wins");
+        let cfg = ServerConfig::resolve(&ServeArgs::default()).unwrap();
+        assert_eq!((cfg.max_segment_size, cfg.compaction_interval_ms), (None, None));
+        let args = ServeArgs {
+            compaction_interval_ms: Some(0),
             ..ServeArgs::default()
         };
         assert!(ServerConfig::resolve(&args).is_err());

@@ -9,4 +9,6 @@
 pub mod cli;
 pub mod config;
 pub mod http;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod server;

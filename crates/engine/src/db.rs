@@ -1232,8 +1232,12 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
             }
             if is_tail {
                 // A process that died before its fsync leaves bytes only in the page cache;
-                // they are about to be counted as durable, so make that true.
+                // they are about to be counted as durable, so make that true. That includes
+                // the file's directory entry: a process that died between creating the
+                // segment and fsyncing the directory leaves a name a power loss can take
+                // away with every write acknowledged into it after this open.
                 seg.file.sync_data()?;
+                vfs.sync_dir(dir)?;
             } else {
                 needs_hint.push(id);
             }

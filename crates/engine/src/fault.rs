@@ -44,7 +44,7 @@ use std::sync::Arc;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::vfs::{LockGuard, OsVfs, VFile, Vfs};
+use crate::vfs::{LockGuard, OsVfs, VFile, Vfs, Writeback, writeback};
 
 /// The raw OS error returned by every operation after a simulated crash (`EIO`).
 pub const CRASH_ERRNO: i32 = 5;
@@ -128,6 +128,8 @@ struct State {
     blocked_in_sync: usize,
     skip_syncs: bool,
     durability: Option<Durability>,
+    /// File fsyncs that completed successfully.
+    syncs_done: u64,
 }
 
 /// The modelled stable storage of one directory (see the module docs).
@@ -244,7 +246,7 @@ impl FaultController {
     /// # Errors
     /// I/O errors rewriting the directory; `NotFound` if durability was not tracked.
     pub fn power_loss(&self, dir: &Path) -> io::Result<()> {
-        self.power_loss_inner(dir, None)
+        self.power_loss_inner(dir, None, None)
     }
 
     /// Like [`FaultController::power_loss`], but a file whose current bytes extend its
@@ -254,10 +256,28 @@ impl FaultController {
     /// # Errors
     /// As [`FaultController::power_loss`].
     pub fn power_loss_torn(&self, dir: &Path, seed: u64) -> io::Result<()> {
-        self.power_loss_inner(dir, Some(seed))
+        self.power_loss_inner(dir, Some(seed), None)
     }
 
-    fn power_loss_inner(&self, dir: &Path, seed: Option<u64>) -> io::Result<()> {
+    /// Like [`FaultController::power_loss`], but unsynced appends survive block by block
+    /// as [`Writeback::Blocks`] describes: `block`-sized blocks (512 for sectors, 4096 for
+    /// pages) land or not independently, so a later block can survive an earlier one
+    /// (reordered writeback, a hole of zeros), and each file's length may be any block
+    /// boundary between its synced and its current length. Files are decided
+    /// independently, so writes to different files are reordered too.
+    ///
+    /// # Errors
+    /// As [`FaultController::power_loss`].
+    pub fn power_loss_blocks(&self, dir: &Path, block: usize, seed: u64) -> io::Result<()> {
+        self.power_loss_inner(dir, None, Some((block, seed)))
+    }
+
+    fn power_loss_inner(
+        &self,
+        dir: &Path,
+        seed: Option<u64>,
+        blocks: Option<(usize, u64)>,
+    ) -> io::Result<()> {
         let mut rng = seed.map(|s| s.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         let d = self
             .state
@@ -278,7 +298,14 @@ impl FaultController {
         names.sort();
         for (path, inode) in names {
             let mut bytes = d.synced.get(inode).cloned().unwrap_or_default();
-            if let Some(x) = rng.as_mut() {
+            if let Some((block, seed)) = blocks
+                && d.names.get(path) == Some(inode)
+            {
+                // The name still refers to this file: its current bytes are its own.
+                let now = std::fs::read(path).unwrap_or_default();
+                let seed = seed.wrapping_add(*inode);
+                bytes = writeback(&bytes, &now, Writeback::Blocks { block, seed });
+            } else if let Some(x) = rng.as_mut() {
                 let now = std::fs::read(path).unwrap_or_default();
                 if now.len() > bytes.len() && now.starts_with(&bytes) {
                     // xorshift64: a dependency-free, reproducible choice.
@@ -326,6 +353,13 @@ impl FaultController {
         if let Some(d) = self.state.lock().durability.as_mut() {
             f(d);
         }
+    }
+
+    /// How many file fsyncs (`sync_data`) have completed successfully so far. A write
+    /// acknowledged when this read `s` is covered by any fsync that completes after the
+    /// count reaches `s + 2` (at most one fsync can have been under way at the ack).
+    pub fn syncs(&self) -> u64 {
+        self.state.lock().syncs_done
     }
 
     /// Number of threads currently blocked at the closed fsync gate.
@@ -461,7 +495,9 @@ impl VFile for FaultFile {
         if self.ctl.gate(Op::Sync)? {
             self.inner.sync_data()?;
         }
-        self.ctl.synced(self.inode, &*self.inner)
+        self.ctl.synced(self.inode, &*self.inner)?;
+        self.ctl.state.lock().syncs_done += 1;
+        Ok(())
     }
     fn len(&self) -> io::Result<u64> {
         self.inner.len()

@@ -41,6 +41,8 @@ pub mod compact;
 pub mod db;
 pub mod error;
 pub mod fault;
+#[doc(hidden)]
+pub mod fuzz_support;
 pub mod hint;
 pub mod keydir;
 pub mod options;

@@ -202,6 +202,12 @@ pub fn run(dir: &Path, args: ServeArgs) -> ExitCode {
             .unwrap_or(usize::MAX)
             .saturating_add(1),
     );
+    if let Some(bytes) = config.max_segment_size {
+        opts.segment_size = bytes;
+    }
+    if let Some(ms) = config.compaction_interval_ms {
+        opts.compaction_interval = std::time::Duration::from_millis(ms);
+    }
     let db = match Db::open(dir, opts) {
         Ok(db) => db,
         Err(e) => {
@@ -243,6 +249,14 @@ async fn serve(db: Db, config: ServerConfig) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    serve_on(db, listener, config).await
+}
+
+/// Serves RESP on an already-bound `listener` over an already-open `db` until shutdown
+/// (`SHUTDOWN`, SIGINT or SIGTERM), then syncs (the caller closes `db`). `cask serve` uses
+/// it after binding; tests use it to run the server in-process over an engine opened on a
+/// fault-injecting file system.
+pub async fn serve_on(db: Db, listener: TcpListener, config: ServerConfig) -> ExitCode {
     let local_addr = match listener.local_addr() {
         Ok(a) => a,
         Err(e) => {
