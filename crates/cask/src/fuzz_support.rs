@@ -78,6 +78,7 @@ pub fn resp_parser(data: &[u8]) {
             max_bulk_len: u64::from(n) * 7,
             max_multibulk_len: u64::from(n),
             query_buffer_limit: 1024,
+            ..Limits::default()
         },
     };
     // All at once.

@@ -8,7 +8,7 @@
 
 pub mod cli;
 pub mod config;
-pub mod http;
 #[doc(hidden)]
 pub mod fuzz_support;
+pub mod http;
 pub mod server;

@@ -173,7 +173,16 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
             }
         }
     }
+    let _gate = state
+        .shared
+        .exec_gate
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let _locks = store.lock(DB, &keys);
+    let sweep: Vec<bool> = keys
+        .iter()
+        .map(|k| store.may_hold_collection(DB, k).unwrap_or(true))
+        .collect();
     for _ in 0..CAS_RETRIES {
         let mut seen: Vec<(Vec<u8>, Option<u64>)> = Vec::with_capacity(ops.len());
         for o in ops {
@@ -207,7 +216,12 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
             Ok(())
         });
         match res {
-            Ok(v) => return Ok(v),
+            Ok(v) => {
+                for (k, sweep) in keys.iter().zip(&sweep) {
+                    super::kv::after_write(state, k, *sweep);
+                }
+                return Ok(v);
+            }
             Err(cask_engine::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -367,6 +367,19 @@ pub async fn head_key(State(state): State<AppState>, uri: Uri, headers: HeaderMa
     }
 }
 
+/// What every HTTP write does after it succeeded, like a RESP write: sweep the elements of
+/// a collection it replaced, and dirty the MULTI/WATCH of clients watching the key.
+pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool) {
+    let store = &state.shared.store;
+    if sweep {
+        store.sweep_later(DB, key);
+    }
+    state
+        .shared
+        .watches
+        .after_write(store, &[bytes::Bytes::copy_from_slice(key)]);
+}
+
 /// The result of a write under the stripe lock.
 struct Written {
     version: u64,
@@ -387,7 +400,15 @@ pub(crate) fn put_string(
     let mut stored = Vec::with_capacity(value.len() + 1);
     stored.push(TYPE_STRING);
     stored.extend_from_slice(value);
+    // Like a RESP command: never inside another client's MULTI/EXEC.
+    let _gate = state
+        .shared
+        .exec_gate
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let _locks = store.lock(DB, &[key]);
+    // Overwriting a collection leaves its elements to the sweeper.
+    let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
     for _ in 0..CAS_RETRIES {
         let current = if pre.any() {
             // Conditional writes only apply to strings: read the type.
@@ -413,6 +434,7 @@ pub(crate) fn put_string(
                     version,
                     created: current.is_none(),
                 };
+                after_write(state, key, sweep);
                 return Ok((w.version, w.created));
             }
             Err(cask_engine::Error::Conflict { .. }) => continue,
@@ -434,7 +456,13 @@ pub(crate) fn delete_string(
 ) -> ApiResult<Option<u64>> {
     let store = &state.shared.store;
     let ek = ekey(key);
+    let _gate = state
+        .shared
+        .exec_gate
+        .read()
+        .unwrap_or_else(|e| e.into_inner());
     let _locks = store.lock(DB, &[key]);
+    let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
     for _ in 0..CAS_RETRIES {
         let current = if pre.any() {
             match store.db.get_versioned(&ek)? {
@@ -454,7 +482,10 @@ pub(crate) fn delete_string(
             return Ok(None);
         };
         match store.db.delete_if(&ek, v) {
-            Ok(()) => return Ok(Some(store.db.last_version())),
+            Ok(()) => {
+                after_write(state, key, sweep);
+                return Ok(Some(store.db.last_version()));
+            }
             Err(cask_engine::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
         }

@@ -184,7 +184,11 @@ pub fn format_d2string(d: f64) -> String {
         return if d > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if d == 0.0 {
-        return if d.is_sign_negative() { "-0".into() } else { "0".into() };
+        return if d.is_sign_negative() {
+            "-0".into()
+        } else {
+            "0".into()
+        };
     }
     const LIM: f64 = (i64::MAX / 2) as f64;
     if (-LIM..=LIM).contains(&d) && d.fract() == 0.0 {

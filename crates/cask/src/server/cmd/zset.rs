@@ -246,8 +246,15 @@ impl ScoreRange {
 
     #[cfg(test)]
     fn contains(&self, s: f64) -> bool {
-        (if self.minex { s > self.min } else { s >= self.min })
-            && (if self.maxex { s < self.max } else { s <= self.max })
+        (if self.minex {
+            s > self.min
+        } else {
+            s >= self.min
+        }) && (if self.maxex {
+            s < self.max
+        } else {
+            s <= self.max
+        })
     }
 
     /// The `s` sub-key bounds of the interval (`None`: empty).
@@ -368,7 +375,11 @@ fn lex_range(
     if offset < 0 || limit == 0 {
         return Ok(out);
     }
-    let take = if limit < 0 { usize::MAX } else { limit as usize };
+    let take = if limit < 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
     if with_scores {
         for item in coll
             .scan(store, as_ref(&lo), as_ref(&hi), reverse)
@@ -409,7 +420,11 @@ fn score_range(
     if offset < 0 || limit == 0 || (offset > 0 && offset as u64 >= coll.meta.count) {
         return Ok(out);
     }
-    let take = if limit < 0 { usize::MAX } else { limit as usize };
+    let take = if limit < 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
     for item in index(store, coll, &bounds, reverse)
         .skip(offset as usize)
         .take(take)
@@ -476,7 +491,10 @@ fn rank_range(
 /// `reverse`: walks from both ends at once and stops at the nearer one.
 fn rank_of(store: &Store, coll: &Coll, member: &[u8], score: f64, reverse: bool) -> CmdResult<u64> {
     let me = s_sub(score, member);
-    let below = (Bound::Included(vec![TAG_SCORE]), Bound::Excluded(me.clone()));
+    let below = (
+        Bound::Included(vec![TAG_SCORE]),
+        Bound::Excluded(me.clone()),
+    );
     let above = (Bound::Excluded(me), Bound::Excluded(vec![TAG_SCORE + 1]));
     let mut up = coll.keys(store, as_ref(&below.0), as_ref(&below.1), false);
     let mut down = coll.keys(store, as_ref(&above.0), as_ref(&above.1), true);
@@ -583,7 +601,13 @@ fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], pairs: &[Bytes], f: AddFlags) -> 
     let mut ch = if f.xx {
         match Change::existing(store, db, key, TYPE_ZSET)? {
             Some(ch) => ch,
-            None => return Ok(if f.incr { Frame::Null } else { Frame::Integer(0) }),
+            None => {
+                return Ok(if f.incr {
+                    Frame::Null
+                } else {
+                    Frame::Integer(0)
+                });
+            }
         }
     } else {
         Change::open(store, db, key, TYPE_ZSET)?
@@ -888,7 +912,12 @@ fn run_range(
     }
 }
 
-fn range_reply(ctx: &mut Ctx<'_>, args: &[Bytes], by: By, reverse: Option<bool>) -> CmdResult<Frame> {
+fn range_reply(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    by: By,
+    reverse: Option<bool>,
+) -> CmdResult<Frame> {
     let r = parse_range(&args[1..], false, by, reverse)?;
     let db = ctx.db();
     let proto = ctx.client.proto;
@@ -1037,7 +1066,9 @@ fn pop_first(
         let items = {
             let coll = ch.coll();
             let mut items = Vec::new();
-            for item in index(store, coll, &s_all(), max).take(count.min(usize::MAX as u64) as usize) {
+            for item in
+                index(store, coll, &s_all(), max).take(count.min(usize::MAX as u64) as usize)
+            {
                 let (s, m) = item?;
                 items.push((m, s));
             }
@@ -1355,7 +1386,8 @@ fn setop(
             limit = int_arg(&args[j + 1])
                 .ok()
                 .filter(|&l| l >= 0)
-                .ok_or_else(|| CmdError::err("LIMIT can't be negative"))? as u64;
+                .ok_or_else(|| CmdError::err("LIMIT can't be negative"))?
+                as u64;
             j += 2;
         } else {
             return Err(CmdError::syntax());
@@ -1440,17 +1472,38 @@ fn setop(
 
 /// ZUNIONSTORE destination numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX]
 pub fn zunionstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Union, false, "zunionstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Union,
+        false,
+        "zunionstore",
+    )
 }
 
 /// ZINTERSTORE destination numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX]
 pub fn zinterstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Inter, false, "zinterstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Inter,
+        false,
+        "zinterstore",
+    )
 }
 
 /// ZDIFFSTORE destination numkeys key [key ...]
 pub fn zdiffstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Diff, false, "zdiffstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Diff,
+        false,
+        "zdiffstore",
+    )
 }
 
 /// ZUNION numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]
@@ -1814,7 +1867,16 @@ mod tests {
 
     #[test]
     fn score_bounds_agree_with_the_interval() {
-        let scores = [f64::NEG_INFINITY, -2.0, -1.0, 0.0, 0.5, 1.0, 2.0, f64::INFINITY];
+        let scores = [
+            f64::NEG_INFINITY,
+            -2.0,
+            -1.0,
+            0.0,
+            0.5,
+            1.0,
+            2.0,
+            f64::INFINITY,
+        ];
         let ends: Vec<&[u8]> = vec![
             b"-inf", b"-1", b"(-1", b"0", b"(0", b"1", b"(1", b"+inf", b"(+inf", b"(-inf",
         ];
