@@ -21,7 +21,7 @@ fn conn(s: &Server) -> redis::Connection {
 
 /// One write of GROUP elements, numbered `g`, by client `c`, to each type.
 fn write_group(con: &mut redis::Connection, c: usize, g: usize) -> redis::RedisResult<()> {
-    let items: Vec<String> = (0..GROUP).map(|i| format!("g{g:05}-{i}")).collect();
+    let items: Vec<String> = (0..GROUP).map(|i| format!("g{g:07}-{i}")).collect();
     let mut hset = redis::cmd("HSET");
     hset.arg(format!("h{c}"));
     for it in &items {
@@ -49,7 +49,8 @@ fn write_group(con: &mut redis::Connection, c: usize, g: usize) -> redis::RedisR
 fn groups(items: &[String], what: &str) -> std::collections::BTreeSet<usize> {
     let mut count = std::collections::BTreeMap::<usize, usize>::new();
     for it in items {
-        let g: usize = it[1..6].parse().unwrap();
+        // "g<number>-<i>": the number may be wider than its 5-digit padding.
+        let g: usize = it[1..it.find('-').unwrap()].parse().unwrap();
         *count.entry(g).or_default() += 1;
     }
     for (g, n) in &count {
