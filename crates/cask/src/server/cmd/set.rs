@@ -68,7 +68,7 @@ impl Default for Rng {
 
 /// Collections of at most this many elements are sampled exactly uniformly (their sub-keys
 /// are listed from the index, no I/O); larger ones are sampled by probing (see [`Picker`]).
-pub const EXACT_SAMPLE_MAX: u64 = 1024;
+pub const EXACT_SAMPLE_MAX: u64 = 128;
 
 /// Picks random sub-keys of a collection.
 ///
