@@ -68,7 +68,10 @@ impl Default for Rng {
 
 /// Collections of at most this many elements are sampled exactly uniformly (their sub-keys
 /// are listed from the index, no I/O); larger ones are sampled by probing (see [`Picker`]).
-pub const EXACT_SAMPLE_MAX: u64 = 1024;
+pub const EXACT_SAMPLE_MAX: u64 = 128;
+
+/// How many sub-keys at most [`Picker::pick`] walks on from a probe (a random number below).
+const PROBE_WALK: u64 = 32;
 
 /// Picks random sub-keys of a collection.
 ///
@@ -76,7 +79,8 @@ pub const EXACT_SAMPLE_MAX: u64 = 1024;
 /// ones are sampled in O(log n): a probe is drawn between the first and the last sub-key
 /// (same common prefix, then random bytes within the range of byte values those two keys
 /// use after it, as long as the longer of them), and the first sub-key at or after the probe
-/// is taken (wrapping around to the first). This is biased: a sub-key that follows a wide
+/// is taken (wrapping around to the first), then a random 0..32 steps further (stopping at
+/// the last). This is biased: a sub-key that follows a wide
 /// gap in the key space is picked more often than one in a dense run. Redis's own sampling
 /// of hash tables is not uniform either; nothing in Redis's contract promises uniformity.
 pub struct Picker<'a> {
@@ -178,7 +182,22 @@ impl<'a> Picker<'a> {
         if let Some(all) = &self.all {
             return Ok(all[rng.below(all.len() as u64) as usize].clone());
         }
-        self.at_or_after(&self.probe(rng), false)
+        // Walk a few sub-keys on from where the probe lands: spreads the weight of a key
+        // that follows a wide gap over its neighbours (with variable-length keys such as
+        // `member:N`, the probe alone would never land on the longer ones).
+        let steps = rng.below(PROBE_WALK) as usize;
+        let probe = self.probe(rng);
+        let mut keys = self.coll.keys(
+            self.store,
+            Bound::Included(&probe[..]),
+            Bound::Unbounded,
+            false,
+        );
+        let mut last = None;
+        for k in keys.by_ref().take(steps + 1) {
+            last = Some(k?);
+        }
+        Ok(last.unwrap_or_else(|| self.first.clone()))
     }
 
     /// `n` distinct random sub-keys (`n` at most [`Picker::len`]), in random order.
