@@ -493,3 +493,22 @@ fn a_blocked_client_is_not_served_by_a_key_of_another_type() {
         err_text(q(&mut c, &["BLMOVE", "str", "d", "LEFT", "LEFT", "0"])).contains("WRONGTYPE")
     );
 }
+
+#[test]
+fn fairness_is_kept_against_a_pipelined_push_and_blocking_pop() {
+    // Redis's "Unblock fairness is kept while pipelining": the client that blocked first
+    // gets the element even though the pusher's own BLPOP runs right after its push.
+    let (_d, s) = start();
+    let mut c = conn(&s);
+    let mut first = block_raw(&s, &mut c, &[b"BLPOP", b"mylist", b"0"], 1);
+    let mut pusher = s.connect();
+    let mut both = server_common::resp(&[b"LPUSH", b"mylist", b"1"]);
+    both.extend(server_common::resp(&[b"BLPOP", b"mylist", b"0"]));
+    pusher.send(&both);
+    first.expect(b"*2\r\n$6\r\nmylist\r\n$1\r\n1\r\n");
+    pusher.expect(b":1\r\n");
+    wait_blocked(&mut c, 1);
+    let _: i64 = c.lpush("mylist", "2").unwrap();
+    pusher.expect(b"*2\r\n$6\r\nmylist\r\n$1\r\n2\r\n");
+    wait_blocked(&mut c, 0);
+}

@@ -626,13 +626,16 @@ fn move_one(
     src: &[u8],
     dst: &[u8],
     (from, to): (End, End),
-    retry: bool,
+    mode: Mode,
 ) -> CmdResult<Option<Frame>> {
     let store = &ctx.shared.store;
     let db = ctx.db();
     let _lock = store.lock(db, &[src, dst]);
+    if !in_line(ctx, src, mode) {
+        return Ok(None);
+    }
     let source = match Change::existing(store, db, src, TYPE_LIST) {
-        Err(e) if retry && e == CmdError::wrong_type() => return Ok(None),
+        Err(e) if mode == Mode::Retry && e == CmdError::wrong_type() => return Ok(None),
         r => r?,
     };
     let Some(mut source) = source else {
@@ -659,12 +662,40 @@ fn move_one(
 pub fn lmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let from = end_arg(&args[2])?;
     let to = end_arg(&args[3])?;
-    Ok(move_one(ctx, &args[0], &args[1], (from, to), false)?.unwrap_or(Frame::Null))
+    Ok(move_one(ctx, &args[0], &args[1], (from, to), Mode::Plain)?.unwrap_or(Frame::Null))
 }
 
 /// RPOPLPUSH source destination
 pub fn rpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    Ok(move_one(ctx, &args[0], &args[1], (End::Right, End::Left), false)?.unwrap_or(Frame::Null))
+    Ok(move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::Plain,
+    )?
+    .unwrap_or(Frame::Null))
+}
+
+/// Whether a blocking command may take from `key` now: not while a client that blocked
+/// earlier waits on it (its wake-up may still be on its way), so blocked clients are served
+/// in arrival order, also against a client that pipelines a push and a blocking pop.
+fn in_line(ctx: &Ctx<'_>, key: &[u8], mode: Mode) -> bool {
+    let me = match mode {
+        Mode::Plain => return true,
+        Mode::First => u64::MAX,
+        Mode::Retry => ctx.client.handle.id,
+    };
+    !ctx.store().ready.waiting_before(ctx.db(), key, me)
+}
+
+/// Who is popping: a plain command, a blocking command's first attempt, or a blocked
+/// client's retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    First,
+    Retry,
 }
 
 /// Pops from the first non-empty list of `keys`: `[key, value]` when `count` is `None`,
@@ -676,15 +707,18 @@ fn pop_first(
     keys: &[Bytes],
     end: End,
     count: Option<u64>,
-    retry: bool,
+    mode: Mode,
 ) -> CmdResult<Option<Frame>> {
     let store = &ctx.shared.store;
     let db = ctx.db();
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let _lock = store.lock(db, &refs);
     for key in keys {
+        if !in_line(ctx, key, mode) {
+            continue;
+        }
         let change = match Change::existing(store, db, key, TYPE_LIST) {
-            Err(e) if retry && e == CmdError::wrong_type() => continue,
+            Err(e) if mode == Mode::Retry && e == CmdError::wrong_type() => continue,
             r => r?,
         };
         let Some(mut change) = change else {
@@ -744,7 +778,7 @@ fn mpop_args(args: &[Bytes], numkeys_at: usize) -> CmdResult<(&[Bytes], End, u64
 /// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn lmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let (keys, end, count) = mpop_args(args, 0)?;
-    Ok(pop_first(ctx, keys, end, Some(count), false)?.unwrap_or(Frame::NullArray))
+    Ok(pop_first(ctx, keys, end, Some(count), Mode::Plain)?.unwrap_or(Frame::NullArray))
 }
 
 type Retry = fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Option<Frame>>;
@@ -772,17 +806,17 @@ fn attempt_or_block(
 }
 
 fn blpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    pop_first(ctx, &args[..args.len() - 1], End::Left, None, true)
+    pop_first(ctx, &args[..args.len() - 1], End::Left, None, Mode::Retry)
 }
 
 fn brpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    pop_first(ctx, &args[..args.len() - 1], End::Right, None, true)
+    pop_first(ctx, &args[..args.len() - 1], End::Right, None, Mode::Retry)
 }
 
 fn bpop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End, retry: Retry) -> CmdResult<Outcome> {
     let keys = &args[..args.len() - 1];
     let timeout = timeout_arg(&args[args.len() - 1])?;
-    let first = pop_first(ctx, keys, end, None, false);
+    let first = pop_first(ctx, keys, end, None, Mode::First);
     attempt_or_block(args, first, keys, timeout, retry)
 }
 
@@ -798,38 +832,50 @@ pub fn brpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
 
 fn blmove_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
     let ends = (end_arg(&args[2])?, end_arg(&args[3])?);
-    move_one(ctx, &args[0], &args[1], ends, true)
+    move_one(ctx, &args[0], &args[1], ends, Mode::Retry)
 }
 
 fn brpoplpush_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    move_one(ctx, &args[0], &args[1], (End::Right, End::Left), true)
+    move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::Retry,
+    )
 }
 
 /// BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout
 pub fn blmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
     let ends = (end_arg(&args[2])?, end_arg(&args[3])?);
     let timeout = timeout_arg(&args[4])?;
-    let first = move_one(ctx, &args[0], &args[1], ends, false);
+    let first = move_one(ctx, &args[0], &args[1], ends, Mode::First);
     attempt_or_block(args, first, &args[..1], timeout, blmove_retry)
 }
 
 /// BRPOPLPUSH source destination timeout
 pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
     let timeout = timeout_arg(&args[2])?;
-    let first = move_one(ctx, &args[0], &args[1], (End::Right, End::Left), false);
+    let first = move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::First,
+    );
     attempt_or_block(args, first, &args[..1], timeout, brpoplpush_retry)
 }
 
 fn blmpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
     let (keys, end, count) = mpop_args(args, 1)?;
-    pop_first(ctx, keys, end, Some(count), true)
+    pop_first(ctx, keys, end, Some(count), Mode::Retry)
 }
 
 /// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn blmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
     let (keys, end, count) = mpop_args(args, 1)?;
     let timeout = timeout_arg(&args[0])?;
-    let first = pop_first(ctx, keys, end, Some(count), false);
+    let first = pop_first(ctx, keys, end, Some(count), Mode::First);
     attempt_or_block(args, first, keys, timeout, blmpop_retry)
 }
 
