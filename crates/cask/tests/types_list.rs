@@ -427,10 +427,10 @@ fn sixteen_clients_racing_push_and_pop_lose_nothing() {
                 let mut popped = Vec::new();
                 for i in 0..per {
                     let _: i64 = c.lpush("race", format!("{t}-{i}")).unwrap();
-                    if i % 2 == 1 {
-                        if let Some(v) = c.rpop::<_, Option<String>>("race", None).unwrap() {
-                            popped.push(v);
-                        }
+                    if i % 2 == 1
+                        && let Some(v) = c.rpop::<_, Option<String>>("race", None).unwrap()
+                    {
+                        popped.push(v);
                     }
                 }
                 popped
