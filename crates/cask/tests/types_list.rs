@@ -427,10 +427,10 @@ fn sixteen_clients_racing_push_and_pop_lose_nothing() {
                 let mut popped = Vec::new();
                 for i in 0..per {
                     let _: i64 = c.lpush("race", format!("{t}-{i}")).unwrap();
-                    if i % 2 == 1 {
-                        if let Some(v) = c.rpop::<_, Option<String>>("race", None).unwrap() {
-                            popped.push(v);
-                        }
+                    if i % 2 == 1
+                        && let Some(v) = c.rpop::<_, Option<String>>("race", None).unwrap()
+                    {
+                        popped.push(v);
                     }
                 }
                 popped
@@ -463,4 +463,52 @@ fn config_set_of_a_fixed_parameter_to_its_value_is_a_no_op() {
     );
     assert!(err_text(q(&mut c, &["CONFIG", "SET", "save", "900 1"])).contains("immutable config"));
     assert!(err_text(q(&mut c, &["CONFIG", "SET", "databases", "3"])).contains("immutable config"));
+}
+
+#[test]
+fn a_blocked_client_is_not_served_by_a_key_of_another_type() {
+    // As in Redis: a wake-up by a key that now holds a string leaves the client blocked
+    // (a blocked client is only served from a list), it does not get WRONGTYPE.
+    let (_d, s) = start();
+    let mut c = conn(&s);
+    let mut r = block_raw(&s, &mut c, &[b"BLPOP", b"k", b"0"], 1);
+    let mut m = block_raw(
+        &s,
+        &mut c,
+        &[b"BLMOVE", b"k", b"dst", b"LEFT", b"LEFT", b"0"],
+        2,
+    );
+    let _: () = c.set("tmp", "str").unwrap();
+    let _: () = c.rename("tmp", "k").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    wait_blocked(&mut c, 2);
+    let _: i64 = c.del("k").unwrap();
+    let _: i64 = c.rpush("k", &["b", "c"]).unwrap();
+    r.expect(b"*2\r\n$1\r\nk\r\n$1\r\nb\r\n");
+    m.expect(b"$1\r\nc\r\n");
+    // The first attempt still refuses a key of the wrong type at once.
+    let _: () = c.set("str", "x").unwrap();
+    assert!(err_text(q(&mut c, &["BLPOP", "str", "0"])).contains("WRONGTYPE"));
+    assert!(
+        err_text(q(&mut c, &["BLMOVE", "str", "d", "LEFT", "LEFT", "0"])).contains("WRONGTYPE")
+    );
+}
+
+#[test]
+fn fairness_is_kept_against_a_pipelined_push_and_blocking_pop() {
+    // Redis's "Unblock fairness is kept while pipelining": the client that blocked first
+    // gets the element even though the pusher's own BLPOP runs right after its push.
+    let (_d, s) = start();
+    let mut c = conn(&s);
+    let mut first = block_raw(&s, &mut c, &[b"BLPOP", b"mylist", b"0"], 1);
+    let mut pusher = s.connect();
+    let mut both = server_common::resp(&[b"LPUSH", b"mylist", b"1"]);
+    both.extend(server_common::resp(&[b"BLPOP", b"mylist", b"0"]));
+    pusher.send(&both);
+    first.expect(b"*2\r\n$6\r\nmylist\r\n$1\r\n1\r\n");
+    pusher.expect(b":1\r\n");
+    wait_blocked(&mut c, 1);
+    let _: i64 = c.lpush("mylist", "2").unwrap();
+    pusher.expect(b"*2\r\n$6\r\nmylist\r\n$1\r\n2\r\n");
+    wait_blocked(&mut c, 0);
 }

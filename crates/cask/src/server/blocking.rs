@@ -36,6 +36,12 @@ impl Ready {
     /// Registers a waiter on `keys` of database `db`.
     pub fn register(&self, db: u8, keys: &[&[u8]]) -> Waiter<'_> {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed) as u64;
+        self.register_as(db, keys, id)
+    }
+
+    /// Registers a waiter on `keys` under the id `id` (the client's id: a client waits on
+    /// one command at a time), which [`Ready::waiting_before`] recognises.
+    pub fn register_as(&self, db: u8, keys: &[&[u8]], id: u64) -> Waiter<'_> {
         let notify = Arc::new(Notify::new());
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         let mut owned = Vec::with_capacity(keys.len());
@@ -63,6 +69,21 @@ impl Ready {
         if let Some((_, n)) = map.get(&(db, key.to_vec())).and_then(|w| w.first()) {
             n.notify_one();
         }
+    }
+
+    /// Whether a client other than `me` that blocked before `me` waits on `key` (any
+    /// waiter at all if `me` is not waiting on it). A blocked client takes from a key only
+    /// when no older waiter is in line there, so clients are served in the order they
+    /// blocked even while their wake-ups race with new commands (Redis serves them before
+    /// running the next command).
+    pub fn waiting_before(&self, db: u8, key: &[u8], me: u64) -> bool {
+        if self.waiting.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.get(&(db, key.to_vec()))
+            .and_then(|w| w.first())
+            .is_some_and(|(id, _)| *id != me)
     }
 
     /// Number of blocked clients.
@@ -111,5 +132,24 @@ mod tests {
         drop(second);
         assert_eq!(ready.blocked_clients(), 0);
         assert!(ready.map.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_the_oldest_waiter_of_a_key_is_first_in_line() {
+        let ready = Ready::default();
+        assert!(!ready.waiting_before(0, b"k", 7));
+        let a = ready.register_as(0, &[b"k"], 7);
+        let b = ready.register_as(0, &[b"k", b"j"], 8);
+        assert!(!ready.waiting_before(0, b"k", 7));
+        assert!(ready.waiting_before(0, b"k", 8));
+        assert!(
+            ready.waiting_before(0, b"k", 9),
+            "a client not in line waits behind"
+        );
+        assert!(!ready.waiting_before(0, b"j", 8));
+        assert!(!ready.waiting_before(1, b"k", 8), "other database");
+        drop(a);
+        assert!(!ready.waiting_before(0, b"k", 8));
+        drop(b);
     }
 }

@@ -311,7 +311,7 @@ async fn wait_blocked(
 ) -> std::io::Result<Option<Frame>> {
     let db = client.db;
     let keys: Vec<&[u8]> = block.keys.iter().map(|k| &k[..]).collect();
-    let waiter = shared.store.ready.register(db, &keys);
+    let waiter = shared.store.ready.register_as(db, &keys, client.handle.id);
     let deadline = block.timeout.map(|t| tokio::time::Instant::now() + t);
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.

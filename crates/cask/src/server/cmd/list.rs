@@ -619,18 +619,26 @@ pub fn lpos(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
 }
 
 /// Moves one element from `src`'s `from` end to `dst`'s `to` end. `Ok(None)`: `src` is
-/// missing (nothing written).
+/// missing (nothing written), or, for a blocked client's `retry`, not a list (as in Redis,
+/// a blocked client is only served by a key of the type it waits for).
 fn move_one(
     ctx: &mut Ctx<'_>,
     src: &[u8],
     dst: &[u8],
-    from: End,
-    to: End,
+    (from, to): (End, End),
+    mode: Mode,
 ) -> CmdResult<Option<Frame>> {
     let store = &ctx.shared.store;
     let db = ctx.db();
     let _lock = store.lock(db, &[src, dst]);
-    let Some(mut source) = Change::existing(store, db, src, TYPE_LIST)? else {
+    if !in_line(ctx, src, mode) {
+        return Ok(None);
+    }
+    let source = match Change::existing(store, db, src, TYPE_LIST) {
+        Err(e) if mode == Mode::Retry && e == CmdError::wrong_type() => return Ok(None),
+        r => r?,
+    };
+    let Some(mut source) = source else {
         return Ok(None);
     };
     let mut value = pop_values(&mut source, store, from, 1)?;
@@ -654,28 +662,66 @@ fn move_one(
 pub fn lmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let from = end_arg(&args[2])?;
     let to = end_arg(&args[3])?;
-    Ok(move_one(ctx, &args[0], &args[1], from, to)?.unwrap_or(Frame::Null))
+    Ok(move_one(ctx, &args[0], &args[1], (from, to), Mode::Plain)?.unwrap_or(Frame::Null))
 }
 
 /// RPOPLPUSH source destination
 pub fn rpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    Ok(move_one(ctx, &args[0], &args[1], End::Right, End::Left)?.unwrap_or(Frame::Null))
+    Ok(move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::Plain,
+    )?
+    .unwrap_or(Frame::Null))
+}
+
+/// Whether a blocking command may take from `key` now: not while a client that blocked
+/// earlier waits on it (its wake-up may still be on its way), so blocked clients are served
+/// in arrival order, also against a client that pipelines a push and a blocking pop.
+fn in_line(ctx: &Ctx<'_>, key: &[u8], mode: Mode) -> bool {
+    let me = match mode {
+        Mode::Plain => return true,
+        Mode::First => u64::MAX,
+        Mode::Retry => ctx.client.handle.id,
+    };
+    !ctx.store().ready.waiting_before(ctx.db(), key, me)
+}
+
+/// Who is popping: a plain command, a blocking command's first attempt, or a blocked
+/// client's retry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    Plain,
+    First,
+    Retry,
 }
 
 /// Pops from the first non-empty list of `keys`: `[key, value]` when `count` is `None`,
-/// `[key, [values...]]` otherwise; `Ok(None)` when every list is empty.
+/// `[key, [values...]]` otherwise; `Ok(None)` when every list is empty. A key of another
+/// type is `WRONGTYPE`, except for a blocked client's `retry`, which skips it (Redis serves
+/// a blocked client only from a key of the type it waits for).
 fn pop_first(
     ctx: &mut Ctx<'_>,
     keys: &[Bytes],
     end: End,
     count: Option<u64>,
+    mode: Mode,
 ) -> CmdResult<Option<Frame>> {
     let store = &ctx.shared.store;
     let db = ctx.db();
     let refs: Vec<&[u8]> = keys.iter().map(|k| &k[..]).collect();
     let _lock = store.lock(db, &refs);
     for key in keys {
-        let Some(mut change) = Change::existing(store, db, key, TYPE_LIST)? else {
+        if !in_line(ctx, key, mode) {
+            continue;
+        }
+        let change = match Change::existing(store, db, key, TYPE_LIST) {
+            Err(e) if mode == Mode::Retry && e == CmdError::wrong_type() => continue,
+            r => r?,
+        };
+        let Some(mut change) = change else {
             continue;
         };
         let mut values = pop_values(&mut change, store, end, count.unwrap_or(1))?;
@@ -732,98 +778,105 @@ fn mpop_args(args: &[Bytes], numkeys_at: usize) -> CmdResult<(&[Bytes], End, u64
 /// LMPOP numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn lmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let (keys, end, count) = mpop_args(args, 0)?;
-    Ok(pop_first(ctx, keys, end, Some(count))?.unwrap_or(Frame::NullArray))
+    Ok(pop_first(ctx, keys, end, Some(count), Mode::Plain)?.unwrap_or(Frame::NullArray))
 }
 
-fn block(
+type Retry = fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Option<Frame>>;
+
+/// The command's first attempt, and if it found nothing, the block on `keys`.
+fn attempt_or_block(
+    args: &[Bytes],
+    first: CmdResult<Option<Frame>>,
     keys: &[Bytes],
     timeout: Option<std::time::Duration>,
-    retry: fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Option<Frame>>,
-    args: &[Bytes],
-) -> Outcome {
-    Outcome::Block(Block {
-        keys: keys.to_vec(),
-        timeout,
-        retry,
-        args: args.to_vec(),
-        // Redis 7 answers every timed-out list pop, BLMOVE included, with a null array.
-        timeout_reply: Frame::NullArray,
+    retry: Retry,
+) -> CmdResult<Outcome> {
+    Ok(match first? {
+        Some(f) => Outcome::Reply(f),
+        None => Outcome::Block(Block {
+            keys: keys.to_vec(),
+            timeout,
+            retry,
+            args: args.to_vec(),
+            // Redis 7 answers every timed-out list pop, BLMOVE included, with a null
+            // array (`replyToBlockedClientTimedOut`).
+            timeout_reply: Frame::NullArray,
+        }),
     })
 }
 
-fn blpop_try(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    pop_first(ctx, &args[..args.len() - 1], End::Left, None)
+fn blpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
+    pop_first(ctx, &args[..args.len() - 1], End::Left, None, Mode::Retry)
 }
 
-fn brpop_try(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    pop_first(ctx, &args[..args.len() - 1], End::Right, None)
+fn brpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
+    pop_first(ctx, &args[..args.len() - 1], End::Right, None, Mode::Retry)
 }
 
-fn bpop(
-    ctx: &mut Ctx<'_>,
-    args: &[Bytes],
-    retry: fn(&mut Ctx<'_>, &[Bytes]) -> CmdResult<Option<Frame>>,
-) -> CmdResult<Outcome> {
+fn bpop(ctx: &mut Ctx<'_>, args: &[Bytes], end: End, retry: Retry) -> CmdResult<Outcome> {
+    let keys = &args[..args.len() - 1];
     let timeout = timeout_arg(&args[args.len() - 1])?;
-    match retry(ctx, args)? {
-        Some(f) => Ok(Outcome::Reply(f)),
-        None => Ok(block(&args[..args.len() - 1], timeout, retry, args)),
-    }
+    let first = pop_first(ctx, keys, end, None, Mode::First);
+    attempt_or_block(args, first, keys, timeout, retry)
 }
 
 /// BLPOP key [key ...] timeout
 pub fn blpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
-    bpop(ctx, args, blpop_try)
+    bpop(ctx, args, End::Left, blpop_retry)
 }
 
 /// BRPOP key [key ...] timeout
 pub fn brpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
-    bpop(ctx, args, brpop_try)
+    bpop(ctx, args, End::Right, brpop_retry)
 }
 
-fn blmove_try(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    let from = end_arg(&args[2])?;
-    let to = end_arg(&args[3])?;
-    move_one(ctx, &args[0], &args[1], from, to)
+fn blmove_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
+    let ends = (end_arg(&args[2])?, end_arg(&args[3])?);
+    move_one(ctx, &args[0], &args[1], ends, Mode::Retry)
 }
 
-fn brpoplpush_try(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    move_one(ctx, &args[0], &args[1], End::Right, End::Left)
+fn brpoplpush_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
+    move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::Retry,
+    )
 }
 
 /// BLMOVE source destination LEFT|RIGHT LEFT|RIGHT timeout
 pub fn blmove(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
-    end_arg(&args[2])?;
-    end_arg(&args[3])?;
+    let ends = (end_arg(&args[2])?, end_arg(&args[3])?);
     let timeout = timeout_arg(&args[4])?;
-    match blmove_try(ctx, args)? {
-        Some(f) => Ok(Outcome::Reply(f)),
-        None => Ok(block(&args[..1], timeout, blmove_try, args)),
-    }
+    let first = move_one(ctx, &args[0], &args[1], ends, Mode::First);
+    attempt_or_block(args, first, &args[..1], timeout, blmove_retry)
 }
 
 /// BRPOPLPUSH source destination timeout
 pub fn brpoplpush(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
     let timeout = timeout_arg(&args[2])?;
-    match brpoplpush_try(ctx, args)? {
-        Some(f) => Ok(Outcome::Reply(f)),
-        None => Ok(block(&args[..1], timeout, brpoplpush_try, args)),
-    }
+    let first = move_one(
+        ctx,
+        &args[0],
+        &args[1],
+        (End::Right, End::Left),
+        Mode::First,
+    );
+    attempt_or_block(args, first, &args[..1], timeout, brpoplpush_retry)
 }
 
-fn blmpop_try(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
+fn blmpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
     let (keys, end, count) = mpop_args(args, 1)?;
-    pop_first(ctx, keys, end, Some(count))
+    pop_first(ctx, keys, end, Some(count), Mode::Retry)
 }
 
 /// BLMPOP timeout numkeys key [key ...] LEFT|RIGHT [COUNT count]
 pub fn blmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
-    let (keys, _, _) = mpop_args(args, 1)?;
+    let (keys, end, count) = mpop_args(args, 1)?;
     let timeout = timeout_arg(&args[0])?;
-    match blmpop_try(ctx, args)? {
-        Some(f) => Ok(Outcome::Reply(f)),
-        None => Ok(block(keys, timeout, blmpop_try, args)),
-    }
+    let first = pop_first(ctx, keys, end, Some(count), Mode::First);
+    attempt_or_block(args, first, keys, timeout, blmpop_retry)
 }
 
 #[cfg(test)]
