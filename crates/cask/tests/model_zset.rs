@@ -228,7 +228,11 @@ fn zadd(c: &mut redis::Connection, rng: &mut Rng, model: &mut Model, key: &str) 
         }
     } else {
         let want = if ch { added + updated } else { added };
-        assert_eq!(r, Value::Int(want), "ZADD {pairs:?} nx={nx} xx={xx} gt={gt} lt={lt}");
+        assert_eq!(
+            r,
+            Value::Int(want),
+            "ZADD {pairs:?} nx={nx} xx={xx} gt={gt} lt={lt}"
+        );
     }
     put(model, key, z);
 }
@@ -262,7 +266,11 @@ fn lex_bound(rng: &mut Rng, low: bool) -> (String, Option<String>, bool) {
     }
 }
 
-fn lex_in(m: &str, lo: &(String, Option<String>, bool), hi: &(String, Option<String>, bool)) -> bool {
+fn lex_in(
+    m: &str,
+    lo: &(String, Option<String>, bool),
+    hi: &(String, Option<String>, bool),
+) -> bool {
     let above = match &lo.1 {
         None => lo.0 == "-",
         Some(b) => {
@@ -364,8 +372,7 @@ fn run(seed: u64) {
             44..=49 => {
                 // Range reads: by score (maybe reversed, limited), rank, count, lex.
                 let Some(z) = zset_of(&model, &key) else {
-                    let r: redis::RedisResult<Value> =
-                        redis::cmd("ZCARD").arg(&key).query(&mut c);
+                    let r: redis::RedisResult<Value> = redis::cmd("ZCARD").arg(&key).query(&mut c);
                     assert!(is_wrongtype(&r));
                     continue;
                 };
@@ -373,7 +380,9 @@ fn run(seed: u64) {
                 let (lo_t, lo, lo_ex) = bound(&mut rng);
                 let (hi_t, hi, hi_ex) = bound(&mut rng);
                 let rev = rng.chance(50);
-                let limit = rng.chance(40).then(|| (rng.below(4) as i64, rng.below(5) as i64 - 1));
+                let limit = rng
+                    .chance(40)
+                    .then(|| (rng.below(4) as i64, rng.below(5) as i64 - 1));
                 let mut cmd = redis::cmd("ZRANGE");
                 cmd.arg(&key);
                 if rev {
@@ -422,7 +431,11 @@ fn run(seed: u64) {
                     .query(&mut c)
                     .unwrap();
                 let len = order.len() as i64;
-                let s = if start < 0 { (len + start).max(0) } else { start };
+                let s = if start < 0 {
+                    (len + start).max(0)
+                } else {
+                    start
+                };
                 let e = if end < 0 { len + end } else { end.min(len - 1) };
                 let mut names: Vec<String> = order.iter().map(|p| p.0.clone()).collect();
                 if rev {
@@ -439,7 +452,10 @@ fn run(seed: u64) {
                     .arg(&member)
                     .query(&mut c)
                     .unwrap();
-                assert_eq!(rank, names.iter().position(|m| *m == member).map(|p| p as i64));
+                assert_eq!(
+                    rank,
+                    names.iter().position(|m| *m == member).map(|p| p as i64)
+                );
                 // Lexicographic (member order).
                 let lo = lex_bound(&mut rng, true);
                 let hi = lex_bound(&mut rng, false);
@@ -458,9 +474,15 @@ fn run(seed: u64) {
                     .query(&mut c)
                     .unwrap();
                 assert_eq!(n, want.len());
-                let score: Option<String> =
-                    redis::cmd("ZSCORE").arg(&key).arg(&member).query(&mut c).unwrap();
-                assert_eq!(score.map(|s| s.parse::<f64>().unwrap()), z.get(&member).copied());
+                let score: Option<String> = redis::cmd("ZSCORE")
+                    .arg(&key)
+                    .arg(&member)
+                    .query(&mut c)
+                    .unwrap();
+                assert_eq!(
+                    score.map(|s| s.parse::<f64>().unwrap()),
+                    z.get(&member).copied()
+                );
             }
             50..=55 => {
                 // ZREMRANGEBYSCORE / BYRANK / BYLEX.
@@ -503,12 +525,19 @@ fn run(seed: u64) {
                             .query(&mut c)
                             .unwrap();
                         let len = order.len() as i64;
-                        let s = if start < 0 { (len + start).max(0) } else { start };
+                        let s = if start < 0 {
+                            (len + start).max(0)
+                        } else {
+                            start
+                        };
                         let e = if end < 0 { len + end } else { end.min(len - 1) };
                         let v: Vec<String> = if s > e || s >= len {
                             Vec::new()
                         } else {
-                            order[s as usize..=e as usize].iter().map(|p| p.0.clone()).collect()
+                            order[s as usize..=e as usize]
+                                .iter()
+                                .map(|p| p.0.clone())
+                                .collect()
                         };
                         assert_eq!(n, v.len() as i64, "ZREMRANGEBYRANK {start} {end}");
                         v
@@ -560,7 +589,11 @@ fn run(seed: u64) {
                     }
                     cmd.arg(2).arg(&a).arg(&b);
                     if kind < 2 {
-                        cmd.arg("WEIGHTS").arg(w[0]).arg(w[1]).arg("AGGREGATE").arg(agg);
+                        cmd.arg("WEIGHTS")
+                            .arg(w[0])
+                            .arg(w[1])
+                            .arg("AGGREGATE")
+                            .arg(agg);
                     }
                     if !store {
                         cmd.arg("WITHSCORES");

@@ -72,10 +72,19 @@ fn bzpopmin_is_woken_by_another_connection() {
     assert_eq!(v, vec!["q", "a", "1"]);
     assert!(waited < Duration::from_secs(5), "woken late: {waited:?}");
     // The lowest was taken, the other stays.
-    let left: Vec<String> = redis::cmd("ZRANGE").arg("q").arg(0).arg(-1).query(&mut c).unwrap();
+    let left: Vec<String> = redis::cmd("ZRANGE")
+        .arg("q")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(left, vec!["b"]);
     // BZPOPMAX and BZMPOP serve at once when there is something, time out otherwise.
-    let v: Vec<String> = redis::cmd("BZPOPMAX").arg("q").arg(1).query(&mut c).unwrap();
+    let v: Vec<String> = redis::cmd("BZPOPMAX")
+        .arg("q")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, vec!["q", "b", "2"]);
     let t = Instant::now();
     let v: Value = redis::cmd("BZMPOP")
@@ -192,7 +201,11 @@ fn concurrent_zincrby_loses_nothing() {
         h.join().unwrap();
     }
     let mut c = conn(&s);
-    let hot: f64 = redis::cmd("ZSCORE").arg("z").arg("hot").query(&mut c).unwrap();
+    let hot: f64 = redis::cmd("ZSCORE")
+        .arg("z")
+        .arg("hot")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(hot, f64::from(clients * per));
     for i in 0..clients {
         let v: f64 = redis::cmd("ZSCORE")
@@ -205,7 +218,12 @@ fn concurrent_zincrby_loses_nothing() {
     // Count and index agree: exactly hot + one member per client.
     let n: i64 = redis::cmd("ZCARD").arg("z").query(&mut c).unwrap();
     assert_eq!(n, i64::from(clients) + 1);
-    let all: Vec<String> = redis::cmd("ZRANGE").arg("z").arg(0).arg(-1).query(&mut c).unwrap();
+    let all: Vec<String> = redis::cmd("ZRANGE")
+        .arg("z")
+        .arg(0)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(all.len() as i64, n);
     assert_eq!(all.last().map(String::as_str), Some("hot"));
 }
@@ -230,7 +248,12 @@ fn scores_and_reply_shapes_follow_redis() {
         v,
         ["d", "-inf", "e", "0.1", "a", "1.5", "b", "3", "c", "1e+20"].map(String::from)
     );
-    let inc: String = redis::cmd("ZINCRBY").arg("z").arg("2.5").arg("a").query(&mut c).unwrap();
+    let inc: String = redis::cmd("ZINCRBY")
+        .arg("z")
+        .arg("2.5")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(inc, "4");
     // RESP3: doubles, and pairs for WITHSCORES.
     let mut raw = s.connect();
@@ -270,33 +293,89 @@ fn scores_and_reply_shapes_follow_redis() {
 fn errors_use_redis_texts() {
     let (_d, s) = start();
     let mut c = conn(&s);
-    let _: i64 = redis::cmd("ZADD").arg("z").arg(1).arg("a").query(&mut c).unwrap();
+    let _: i64 = redis::cmd("ZADD")
+        .arg("z")
+        .arg(1)
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
     let _: () = redis::cmd("SET").arg("str").arg("x").query(&mut c).unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["ZADD", "z", "XX", "NX", "1", "a"], "XX and NX options at the same time are not compatible"),
-        (&["ZADD", "z", "GT", "LT", "1", "a"], "GT, LT, and/or NX options at the same time are not compatible"),
-        (&["ZADD", "z", "NX", "GT", "1", "a"], "GT, LT, and/or NX options at the same time are not compatible"),
-        (&["ZADD", "z", "INCR", "1", "a", "2", "b"], "INCR option supports a single increment-element pair"),
+        (
+            &["ZADD", "z", "XX", "NX", "1", "a"],
+            "XX and NX options at the same time are not compatible",
+        ),
+        (
+            &["ZADD", "z", "GT", "LT", "1", "a"],
+            "GT, LT, and/or NX options at the same time are not compatible",
+        ),
+        (
+            &["ZADD", "z", "NX", "GT", "1", "a"],
+            "GT, LT, and/or NX options at the same time are not compatible",
+        ),
+        (
+            &["ZADD", "z", "INCR", "1", "a", "2", "b"],
+            "INCR option supports a single increment-element pair",
+        ),
         (&["ZADD", "z", "1", "a", "2"], "syntax error"),
         (&["ZADD", "z", "nan", "a"], "not a valid float"),
         (&["ZADD", "str", "1", "a"], "WRONGTYPE"),
-        (&["ZRANGEBYSCORE", "z", "x", "1"], "min or max is not a float"),
-        (&["ZRANGEBYLEX", "z", "a", "+"], "min or max not valid string range item"),
-        (&["ZRANGE", "z", "0", "-1", "LIMIT", "0", "1"], "LIMIT is only supported in combination with either BYSCORE or BYLEX"),
-        (&["ZRANGE", "z", "-", "+", "BYLEX", "WITHSCORES"], "WITHSCORES not supported in combination with BYLEX"),
-        (&["ZRANGESTORE", "d", "z", "0", "-1", "WITHSCORES"], "syntax error"),
+        (
+            &["ZRANGEBYSCORE", "z", "x", "1"],
+            "min or max is not a float",
+        ),
+        (
+            &["ZRANGEBYLEX", "z", "a", "+"],
+            "min or max not valid string range item",
+        ),
+        (
+            &["ZRANGE", "z", "0", "-1", "LIMIT", "0", "1"],
+            "LIMIT is only supported in combination with either BYSCORE or BYLEX",
+        ),
+        (
+            &["ZRANGE", "z", "-", "+", "BYLEX", "WITHSCORES"],
+            "WITHSCORES not supported in combination with BYLEX",
+        ),
+        (
+            &["ZRANGESTORE", "d", "z", "0", "-1", "WITHSCORES"],
+            "syntax error",
+        ),
         (&["ZREVRANGE", "z", "0", "-1", "BYSCORE"], "syntax error"),
-        (&["ZUNIONSTORE", "d", "0", "z"], "at least 1 input key is needed for 'zunionstore' command"),
-        (&["ZINTERCARD", "1", "z", "LIMIT", "-1"], "LIMIT can't be negative"),
-        (&["ZUNION", "2", "z", "z", "WEIGHTS", "1", "x"], "weight value is not a float"),
+        (
+            &["ZUNIONSTORE", "d", "0", "z"],
+            "at least 1 input key is needed for 'zunionstore' command",
+        ),
+        (
+            &["ZINTERCARD", "1", "z", "LIMIT", "-1"],
+            "LIMIT can't be negative",
+        ),
+        (
+            &["ZUNION", "2", "z", "z", "WEIGHTS", "1", "x"],
+            "weight value is not a float",
+        ),
         (&["ZUNION", "1", "z", "AGGREGATE", "avg"], "syntax error"),
         (&["ZDIFF", "1", "z", "WEIGHTS", "1"], "syntax error"),
-        (&["ZMPOP", "0", "z", "MIN"], "numkeys should be greater than 0"),
-        (&["ZMPOP", "1", "z", "MIN", "COUNT", "0"], "count should be greater than 0"),
-        (&["ZPOPMIN", "z", "-1"], "value is out of range, must be positive"),
+        (
+            &["ZMPOP", "0", "z", "MIN"],
+            "numkeys should be greater than 0",
+        ),
+        (
+            &["ZMPOP", "1", "z", "MIN", "COUNT", "0"],
+            "count should be greater than 0",
+        ),
+        (
+            &["ZPOPMIN", "z", "-1"],
+            "value is out of range, must be positive",
+        ),
         (&["BZPOPMIN", "z", "-1"], "timeout is negative"),
-        (&["ZRANDMEMBER", "z", "-9223372036854775808"], "value is out of range"),
-        (&["ZRANDMEMBER", "z", "-9223372036854770000", "WITHSCORES"], "value is out of range"),
+        (
+            &["ZRANDMEMBER", "z", "-9223372036854775808"],
+            "value is out of range",
+        ),
+        (
+            &["ZRANDMEMBER", "z", "-9223372036854770000", "WITHSCORES"],
+            "value is out of range",
+        ),
         (&["ZSCAN", "z", "abc"], "invalid cursor"),
     ];
     for (args, want) in cases {
@@ -304,10 +383,19 @@ fn errors_use_redis_texts() {
         assert!(e.contains(want), "{args:?}: {e}");
     }
     // inf + -inf is NaN: refused, nothing changed.
-    let _: String = redis::cmd("ZINCRBY").arg("z").arg("inf").arg("a").query(&mut c).unwrap();
+    let _: String = redis::cmd("ZINCRBY")
+        .arg("z")
+        .arg("inf")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
     let e = err(&mut c, &["ZINCRBY", "z", "-inf", "a"]);
     assert!(e.contains("resulting score is not a number (NaN)"), "{e}");
-    let v: String = redis::cmd("ZSCORE").arg("z").arg("a").query(&mut c).unwrap();
+    let v: String = redis::cmd("ZSCORE")
+        .arg("z")
+        .arg("a")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, "inf");
 }
 
@@ -330,7 +418,11 @@ fn zrandmember_and_zscan_cover_big_sets() {
         .query(&mut c)
         .unwrap();
     let distinct: std::collections::HashSet<&String> = picks.iter().collect();
-    assert_eq!(distinct.len(), 500, "ZRANDMEMBER positive count must be distinct");
+    assert_eq!(
+        distinct.len(),
+        500,
+        "ZRANDMEMBER positive count must be distinct"
+    );
     assert!(picks.iter().all(|p| p.starts_with("member:")));
     let picks: Vec<String> = redis::cmd("ZRANDMEMBER")
         .arg("big")
@@ -379,10 +471,23 @@ fn zrandmember_and_zscan_cover_big_sets() {
     assert_eq!(next, "0");
     assert_eq!(items.len(), 20);
     // Ranks from either end of a big set.
-    let r: i64 = redis::cmd("ZRANK").arg("big").arg("member:05990").query(&mut c).unwrap();
+    let r: i64 = redis::cmd("ZRANK")
+        .arg("big")
+        .arg("member:05990")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(r, 5990);
-    let r: i64 = redis::cmd("ZREVRANK").arg("big").arg("member:00010").query(&mut c).unwrap();
+    let r: i64 = redis::cmd("ZREVRANK")
+        .arg("big")
+        .arg("member:00010")
+        .query(&mut c)
+        .unwrap();
     assert_eq!(r, n - 11);
-    let v: Vec<String> = redis::cmd("ZRANGE").arg("big").arg(-2).arg(-1).query(&mut c).unwrap();
+    let v: Vec<String> = redis::cmd("ZRANGE")
+        .arg("big")
+        .arg(-2)
+        .arg(-1)
+        .query(&mut c)
+        .unwrap();
     assert_eq!(v, vec!["member:05998", "member:05999"]);
 }

@@ -84,8 +84,14 @@ fn decode_score(v: &[u8]) -> CmdResult<f64> {
     Ok(score_from_key(b))
 }
 
+/// A range of sub-keys.
+type SubRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// What a pop took: the key and its (member, score) pairs.
+type Popped = (Bytes, Vec<(Vec<u8>, f64)>);
+
 /// The whole `s` sub-space.
-fn s_all() -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+fn s_all() -> SubRange {
     (
         Bound::Included(vec![TAG_SCORE]),
         Bound::Excluded(vec![TAG_SCORE + 1]),
@@ -93,7 +99,7 @@ fn s_all() -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
 }
 
 /// The whole `m` sub-space.
-fn m_all() -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
+fn m_all() -> SubRange {
     (
         Bound::Included(vec![TAG_MEMBER]),
         Bound::Excluded(vec![TAG_MEMBER + 1]),
@@ -112,7 +118,7 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
 fn index<'a>(
     store: &'a Store,
     coll: &Coll,
-    range: &(Bound<Vec<u8>>, Bound<Vec<u8>>),
+    range: &SubRange,
     reverse: bool,
 ) -> impl Iterator<Item = CmdResult<(f64, Vec<u8>)>> + 'a {
     coll.keys(store, as_ref(&range.0), as_ref(&range.1), reverse)
@@ -246,12 +252,19 @@ impl ScoreRange {
 
     #[cfg(test)]
     fn contains(&self, s: f64) -> bool {
-        (if self.minex { s > self.min } else { s >= self.min })
-            && (if self.maxex { s < self.max } else { s <= self.max })
+        (if self.minex {
+            s > self.min
+        } else {
+            s >= self.min
+        }) && (if self.maxex {
+            s < self.max
+        } else {
+            s <= self.max
+        })
     }
 
     /// The `s` sub-key bounds of the interval (`None`: empty).
-    fn bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+    fn bounds(&self) -> Option<SubRange> {
         if self.is_empty() {
             return None;
         }
@@ -327,7 +340,7 @@ impl LexRange {
     }
 
     /// The `m` sub-key bounds of the interval (`None`: empty).
-    fn bounds(&self) -> Option<(Bound<Vec<u8>>, Bound<Vec<u8>>)> {
+    fn bounds(&self) -> Option<SubRange> {
         let c = self.min.cmp(&self.max);
         if c == Ordering::Greater
             || (c == Ordering::Equal && (self.min.exclusive() || self.max.exclusive()))
@@ -368,7 +381,11 @@ fn lex_range(
     if offset < 0 || limit == 0 {
         return Ok(out);
     }
-    let take = if limit < 0 { usize::MAX } else { limit as usize };
+    let take = if limit < 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
     if with_scores {
         for item in coll
             .scan(store, as_ref(&lo), as_ref(&hi), reverse)
@@ -409,7 +426,11 @@ fn score_range(
     if offset < 0 || limit == 0 || (offset > 0 && offset as u64 >= coll.meta.count) {
         return Ok(out);
     }
-    let take = if limit < 0 { usize::MAX } else { limit as usize };
+    let take = if limit < 0 {
+        usize::MAX
+    } else {
+        limit as usize
+    };
     for item in index(store, coll, &bounds, reverse)
         .skip(offset as usize)
         .take(take)
@@ -476,7 +497,10 @@ fn rank_range(
 /// `reverse`: walks from both ends at once and stops at the nearer one.
 fn rank_of(store: &Store, coll: &Coll, member: &[u8], score: f64, reverse: bool) -> CmdResult<u64> {
     let me = s_sub(score, member);
-    let below = (Bound::Included(vec![TAG_SCORE]), Bound::Excluded(me.clone()));
+    let below = (
+        Bound::Included(vec![TAG_SCORE]),
+        Bound::Excluded(me.clone()),
+    );
     let above = (Bound::Excluded(me), Bound::Excluded(vec![TAG_SCORE + 1]));
     let mut up = coll.keys(store, as_ref(&below.0), as_ref(&below.1), false);
     let mut down = coll.keys(store, as_ref(&above.0), as_ref(&above.1), true);
@@ -562,7 +586,7 @@ fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], pairs: &[Bytes], f: AddFlags) -> 
             "XX and NX options at the same time are not compatible",
         ));
     }
-    if (f.gt && f.nx) || (f.lt && f.nx) || (f.gt && f.lt) {
+    if (f.nx && (f.gt || f.lt)) || (f.gt && f.lt) {
         return Err(CmdError::err(
             "GT, LT, and/or NX options at the same time are not compatible",
         ));
@@ -583,7 +607,13 @@ fn zadd_generic(ctx: &mut Ctx<'_>, key: &[u8], pairs: &[Bytes], f: AddFlags) -> 
     let mut ch = if f.xx {
         match Change::existing(store, db, key, TYPE_ZSET)? {
             Some(ch) => ch,
-            None => return Ok(if f.incr { Frame::Null } else { Frame::Integer(0) }),
+            None => {
+                return Ok(if f.incr {
+                    Frame::Null
+                } else {
+                    Frame::Integer(0)
+                });
+            }
         }
     } else {
         Change::open(store, db, key, TYPE_ZSET)?
@@ -888,7 +918,12 @@ fn run_range(
     }
 }
 
-fn range_reply(ctx: &mut Ctx<'_>, args: &[Bytes], by: By, reverse: Option<bool>) -> CmdResult<Frame> {
+fn range_reply(
+    ctx: &mut Ctx<'_>,
+    args: &[Bytes],
+    by: By,
+    reverse: Option<bool>,
+) -> CmdResult<Frame> {
     let r = parse_range(&args[1..], false, by, reverse)?;
     let db = ctx.db();
     let proto = ctx.client.proto;
@@ -1025,7 +1060,7 @@ fn pop_first(
     keys: &[Bytes],
     max: bool,
     count: u64,
-) -> CmdResult<Option<(Bytes, Vec<(Vec<u8>, f64)>)>> {
+) -> CmdResult<Option<Popped>> {
     let db = ctx.db();
     let shared = ctx.shared;
     let store = &shared.store;
@@ -1037,7 +1072,9 @@ fn pop_first(
         let items = {
             let coll = ch.coll();
             let mut items = Vec::new();
-            for item in index(store, coll, &s_all(), max).take(count.min(usize::MAX as u64) as usize) {
+            for item in
+                index(store, coll, &s_all(), max).take(count.min(usize::MAX as u64) as usize)
+            {
                 let (s, m) = item?;
                 items.push((m, s));
             }
@@ -1355,7 +1392,8 @@ fn setop(
             limit = int_arg(&args[j + 1])
                 .ok()
                 .filter(|&l| l >= 0)
-                .ok_or_else(|| CmdError::err("LIMIT can't be negative"))? as u64;
+                .ok_or_else(|| CmdError::err("LIMIT can't be negative"))?
+                as u64;
             j += 2;
         } else {
             return Err(CmdError::syntax());
@@ -1440,17 +1478,38 @@ fn setop(
 
 /// ZUNIONSTORE destination numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX]
 pub fn zunionstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Union, false, "zunionstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Union,
+        false,
+        "zunionstore",
+    )
 }
 
 /// ZINTERSTORE destination numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX]
 pub fn zinterstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Inter, false, "zinterstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Inter,
+        false,
+        "zinterstore",
+    )
 }
 
 /// ZDIFFSTORE destination numkeys key [key ...]
 pub fn zdiffstore(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    setop(ctx, &args[1..], Some(&args[0]), SetOp::Diff, false, "zdiffstore")
+    setop(
+        ctx,
+        &args[1..],
+        Some(&args[0]),
+        SetOp::Diff,
+        false,
+        "zdiffstore",
+    )
 }
 
 /// ZUNION numkeys key [key ...] [WEIGHTS weight ...] [AGGREGATE SUM|MIN|MAX] [WITHSCORES]
@@ -1557,12 +1616,22 @@ impl<'a> Sampler<'a> {
             let hi = prefix_end(&prefix).unwrap_or(vec![TAG_MEMBER + 1]);
             let first = self
                 .coll
-                .keys(self.store, Bound::Included(&prefix), Bound::Excluded(&hi), false)
+                .keys(
+                    self.store,
+                    Bound::Included(&prefix),
+                    Bound::Excluded(&hi),
+                    false,
+                )
                 .next()
                 .transpose()?;
             let last = self
                 .coll
-                .keys(self.store, Bound::Included(&prefix), Bound::Excluded(&hi), true)
+                .keys(
+                    self.store,
+                    Bound::Included(&prefix),
+                    Bound::Excluded(&hi),
+                    true,
+                )
                 .next()
                 .transpose()?;
             let (Some(first), Some(last)) = (first, last) else {
@@ -1840,7 +1909,16 @@ mod tests {
 
     #[test]
     fn score_bounds_agree_with_the_interval() {
-        let scores = [f64::NEG_INFINITY, -2.0, -1.0, 0.0, 0.5, 1.0, 2.0, f64::INFINITY];
+        let scores = [
+            f64::NEG_INFINITY,
+            -2.0,
+            -1.0,
+            0.0,
+            0.5,
+            1.0,
+            2.0,
+            f64::INFINITY,
+        ];
         let ends: Vec<&[u8]> = vec![
             b"-inf", b"-1", b"(-1", b"0", b"(0", b"1", b"(1", b"+inf", b"(+inf", b"(-inf",
         ];
