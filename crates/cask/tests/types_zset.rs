@@ -435,9 +435,10 @@ fn zrandmember_and_zscan_cover_big_sets() {
         let i: i64 = p[0]["member:".len()..].parse().unwrap();
         assert_eq!(p[1], i.to_string(), "score of {}", p[0]);
     }
-    // Spread: 2000 draws over 6000 members must not all land in one place.
+    // Spread: 2000 uniform draws over 6000 members give ~1700 distinct ones (a probe that
+    // ignored the digits' byte range once gave 46).
     let distinct: std::collections::HashSet<&[String]> = picks.chunks(2).collect();
-    assert!(distinct.len() > 500, "only {} distinct", distinct.len());
+    assert!(distinct.len() > 1300, "only {} distinct", distinct.len());
     // ZSCAN visits every member exactly once when nothing changes.
     let mut cursor = "0".to_string();
     let mut seen = std::collections::HashSet::new();
