@@ -316,7 +316,7 @@ async fn wait_blocked(
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
         let res = {
-            let _gate = shared.exec_gate.read().unwrap_or_else(|e| e.into_inner());
+            let _gate = shared.exec_gate.read(client.handle.id);
             let mut ctx = cmd::Ctx { shared, client };
             let res = (block.retry)(&mut ctx, &block.args);
             if !matches!(res, Ok(None)) && shared.watches.active() {
