@@ -498,3 +498,34 @@ fn reset_and_close_clear_multi_watch_and_subscriptions() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn client_reply_off_skip_on_and_pushes_still_arrive() {
+    let (_d, s) = start(&[]);
+    let mut publ = conn(&s);
+    // RESP2: OFF and SKIP drop replies; ON replies +OK.
+    let mut r2 = s.connect();
+    r2.send(&resp(&[b"CLIENT", b"REPLY", b"OFF"]));
+    r2.send(&resp(&[b"SET", b"k", b"v"]));
+    r2.send(&resp(&[b"CLIENT", b"REPLY", b"ON"]));
+    r2.send(&resp(&[b"CLIENT", b"REPLY", b"SKIP"]));
+    r2.send(&resp(&[b"GET", b"k"]));
+    r2.send(&resp(&[b"GET", b"k"]));
+    r2.expect(b"+OK\r\n$1\r\nv\r\n");
+    r2.send(&resp(&[b"CLIENT", b"REPLY", b"MAYBE"]));
+    r2.expect(b"-ERR syntax error\r\n");
+
+    // RESP3: subscribe confirmations and messages are pushes: they still arrive.
+    let mut r3 = s.connect();
+    r3.send(&resp(&[b"HELLO", b"3"]));
+    while r3.line() != "*0\r\n" {}
+    r3.send(&resp(&[b"CLIENT", b"REPLY", b"OFF"]));
+    r3.send(&resp(&[b"SUBSCRIBE", b"ch"]));
+    r3.expect(b">3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n");
+    r3.send(&resp(&[b"PING"]));
+    assert_eq!(publ.publish::<_, _, i64>("ch", "hi").unwrap(), 1);
+    r3.expect(b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$2\r\nhi\r\n");
+    r3.send(&resp(&[b"RESET"]));
+    r3.send(&resp(&[b"PING"]));
+    r3.expect(b"+RESET\r\n+PONG\r\n");
+}

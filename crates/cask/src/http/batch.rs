@@ -173,11 +173,7 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
             }
         }
     }
-    let _gate = state
-        .shared
-        .exec_gate
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let _gate = state.shared.exec_gate.read(super::kv::http_gate_id());
     let _locks = store.lock(DB, &keys);
     let sweep: Vec<bool> = keys
         .iter()

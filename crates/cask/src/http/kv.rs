@@ -367,6 +367,15 @@ pub async fn head_key(State(state): State<AppState>, uri: Uri, headers: HeaderMa
     }
 }
 
+/// The EXEC gate shard of an HTTP write: any shard works (EXEC takes them all); a random
+/// one spreads concurrent requests like connection ids spread RESP clients.
+pub(crate) fn http_gate_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
+}
+
 /// What every HTTP write does after it succeeded, like a RESP write: sweep the elements of
 /// a collection it replaced, and dirty the MULTI/WATCH of clients watching the key.
 pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool) {
@@ -401,11 +410,7 @@ pub(crate) fn put_string(
     stored.push(TYPE_STRING);
     stored.extend_from_slice(value);
     // Like a RESP command: never inside another client's MULTI/EXEC.
-    let _gate = state
-        .shared
-        .exec_gate
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let _gate = state.shared.exec_gate.read(http_gate_id());
     let _locks = store.lock(DB, &[key]);
     // Overwriting a collection leaves its elements to the sweeper.
     let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
@@ -456,11 +461,7 @@ pub(crate) fn delete_string(
 ) -> ApiResult<Option<u64>> {
     let store = &state.shared.store;
     let ek = ekey(key);
-    let _gate = state
-        .shared
-        .exec_gate
-        .read()
-        .unwrap_or_else(|e| e.into_inner());
+    let _gate = state.shared.exec_gate.read(http_gate_id());
     let _locks = store.lock(DB, &[key]);
     let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
     for _ in 0..CAS_RETRIES {

@@ -45,6 +45,10 @@ pub struct ClientState {
     pub tx: TxState,
     /// Pub/sub subscriptions and the outbox messages arrive in.
     pub subs: Subscriptions,
+    /// CLIENT REPLY OFF: command replies are not sent.
+    pub reply_off: bool,
+    /// CLIENT REPLY SKIP: replies left to drop (the SKIP's own and the next command's).
+    pub reply_skip: u8,
 }
 
 impl ClientState {
@@ -59,6 +63,8 @@ impl ClientState {
             max_version: 0,
             tx: TxState::default(),
             subs: Subscriptions::default(),
+            reply_off: false,
+            reply_skip: 0,
         }
     }
 }
@@ -81,6 +87,14 @@ impl Pending {
             proto,
             pushed: 0,
         }
+    }
+}
+
+/// Queues a command's reply unless CLIENT REPLY suppresses it (RESP3 push frames, such as
+/// SUBSCRIBE confirmations, are always sent, as in Redis).
+fn push_reply(pending: &mut Vec<Pending>, frame: Frame, wrote: bool, proto: u8, suppress: bool) {
+    if !suppress || (proto >= 3 && matches!(frame, Frame::Push(_))) {
+        pending.push(Pending::reply(frame, wrote, proto));
     }
 }
 
@@ -206,15 +220,20 @@ async fn serve_client(
             let before = client.max_version;
             let outcome = cmd::execute(shared, client, args);
             let wrote = client.max_version != before;
+            // CLIENT REPLY OFF / SKIP (the SKIP itself and the next command).
+            let suppress = client.reply_off || client.reply_skip > 0;
+            client.reply_skip = client.reply_skip.saturating_sub(1);
             match outcome {
-                Outcome::Reply(frame) => pending.push(Pending::reply(frame, wrote, client.proto)),
+                Outcome::Reply(frame) => {
+                    push_reply(&mut pending, frame, wrote, client.proto, suppress)
+                }
                 Outcome::Replies(frames) => {
                     for frame in frames {
-                        pending.push(Pending::reply(frame, wrote, client.proto));
+                        push_reply(&mut pending, frame, wrote, client.proto, suppress);
                     }
                 }
                 Outcome::Close(frame) => {
-                    pending.push(Pending::reply(frame, wrote, client.proto));
+                    push_reply(&mut pending, frame, wrote, client.proto, suppress);
                     close = true;
                 }
                 Outcome::Shutdown => {
@@ -231,7 +250,7 @@ async fn serve_client(
                         return Ok(());
                     };
                     let wrote = client.max_version != before;
-                    pending.push(Pending::reply(frame, wrote, client.proto));
+                    push_reply(&mut pending, frame, wrote, client.proto, suppress);
                 }
                 Outcome::Blocking(job) => {
                     // SAVE and friends: never fsync or compact on a runtime worker.
@@ -239,7 +258,7 @@ async fn serve_client(
                         Ok(f) => f,
                         Err(e) => Frame::error(format!("ERR background task failed: {e}")),
                     };
-                    pending.push(Pending::reply(frame, wrote, client.proto));
+                    push_reply(&mut pending, frame, wrote, client.proto, suppress);
                 }
             }
             if client.subs.count() > 0 {
@@ -316,7 +335,7 @@ async fn wait_blocked(
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
         let res = {
-            let _gate = shared.exec_gate.read().unwrap_or_else(|e| e.into_inner());
+            let _gate = shared.exec_gate.read(client.handle.id);
             let mut ctx = cmd::Ctx { shared, client };
             let res = (block.retry)(&mut ctx, &block.args);
             if !matches!(res, Ok(None)) && shared.watches.active() {

@@ -135,8 +135,9 @@ pub struct Shared {
     pub tunables: Mutex<BTreeMap<String, String>>,
     /// Held shared by every command execution and exclusively by EXEC, so that a
     /// transaction never interleaves with another client's command (see `cmd/tx.rs`).
-    /// Front ends that run commands outside `cmd::execute` must hold it shared too.
-    pub exec_gate: RwLock<()>,
+    /// Front ends that run commands outside `cmd::execute` must hold it shared too
+    /// (`exec_gate.read(id)` around each operation).
+    pub exec_gate: cmd::tx::ExecGate,
     /// Watched keys that were missing at WATCH time (see `cmd/tx.rs`).
     pub watches: cmd::tx::Watches,
     /// Pub/sub subscribers.
@@ -374,7 +375,7 @@ pub fn new_shared(
         local_addr,
         bgsave_running: Arc::new(AtomicBool::new(false)),
         tunables: Mutex::new(cmd::server::default_tunables()),
-        exec_gate: RwLock::new(()),
+        exec_gate: cmd::tx::ExecGate::default(),
         watches: cmd::tx::Watches::default(),
         pubsub: pubsub::Hub::default(),
     }))

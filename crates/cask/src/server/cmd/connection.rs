@@ -143,6 +143,8 @@ pub fn quit(_ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
 pub fn reset(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Frame> {
     super::tx::reset_client(ctx.shared, ctx.client);
     super::pubsub::reset_client(ctx.shared, ctx.client);
+    ctx.client.reply_off = false;
+    ctx.client.reply_skip = 0;
     ctx.client.db = 0;
     ctx.client.proto = 2;
     ctx.client.authenticated = ctx.shared.password().is_none();
@@ -300,11 +302,28 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
             "SETINFO <LIB-NAME|LIB-VER> <value>",
             "INFO",
             "LIST [TYPE normal] [ID id ...]",
+            "REPLY <ON|OFF|SKIP>",
             "KILL <ip:port> | KILL <ID id|ADDR ip:port|LADDR ip:port|SKIPME yes|no> ...",
         ];
         Ok(Frame::Array(
             lines.iter().map(|l| Frame::Simple((*l).into())).collect(),
         ))
+    } else if is(sub, "REPLY") {
+        let [mode] = rest else {
+            return Err(arity("reply"));
+        };
+        if is(mode, "ON") {
+            ctx.client.reply_off = false;
+            ctx.client.reply_skip = 0;
+        } else if is(mode, "OFF") {
+            ctx.client.reply_off = true;
+        } else if is(mode, "SKIP") {
+            // This reply and the next command's (the connection drops both).
+            ctx.client.reply_skip = 2;
+        } else {
+            return Err(CmdError::syntax());
+        }
+        Ok(Frame::ok())
     } else if is(sub, "NO-EVICT") || is(sub, "NO-TOUCH") {
         Ok(Frame::ok())
     } else {

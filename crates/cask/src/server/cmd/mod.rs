@@ -529,10 +529,10 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         return Outcome::Reply(Frame::Simple("QUEUED".into()));
     }
     let started = std::time::Instant::now();
-    let mut ctx = Ctx { shared, client };
     // EXEC takes the gate exclusively itself; a shared hold here would deadlock it.
-    let _gate =
-        (name != "exec").then(|| shared.exec_gate.read().unwrap_or_else(|e| e.into_inner()));
+    let id = client.handle.id;
+    let _gate = (name != "exec").then(|| shared.exec_gate.read(id));
+    let mut ctx = Ctx { shared, client };
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
         Handler::Special(h) => h(&mut ctx, &args[1..]),
