@@ -42,6 +42,8 @@ fn start(dir: &Path) -> Running {
     let db = Db::open(dir, opts).unwrap();
     let config = ServerConfig::resolve(&ServeArgs {
         port: Some(0),
+        // No HTTP listener: tests run in parallel and would share its port.
+        http_port: Some(0),
         sync: Some("always".into()),
         ..ServeArgs::default()
     })
