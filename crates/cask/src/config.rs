@@ -316,7 +316,11 @@ mod tests {
     fn engine_knobs_resolve_and_validate() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cask.toml");
-        std::fs::write(&path, "max_segment_size = 8192\ncompaction_interval_ms = 50\n").unwrap();
+        std::fs::write(
+            &path,
+            "max_segment_size = 8192\ncompaction_interval_ms = 50\n",
+        )
+        .unwrap();
         let args = ServeArgs {
             compaction_interval_ms: Some(20),
             config: Some(path),
@@ -326,7 +330,10 @@ mod tests {
         assert_eq!(cfg.max_segment_size, Some(8192), "from the file");
         assert_eq!(cfg.compaction_interval_ms, Some(20), "flag wins");
         let cfg = ServerConfig::resolve(&ServeArgs::default()).unwrap();
-        assert_eq!((cfg.max_segment_size, cfg.compaction_interval_ms), (None, None));
+        assert_eq!(
+            (cfg.max_segment_size, cfg.compaction_interval_ms),
+            (None, None)
+        );
         let args = ServeArgs {
             compaction_interval_ms: Some(0),
             ..ServeArgs::default()

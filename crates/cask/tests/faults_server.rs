@@ -104,13 +104,16 @@ fn workload(r: &Running, ctx: &str) -> Outcome {
                     true
                 }
                 Err(e) => {
-                    assert!(e.to_string().contains("ERR"), "{ctx}: {e}");
+                    assert_eq!(e.code(), Some("ERR"), "{ctx}: {e}");
                     out.incr_failed += 1;
                     false
                 }
             }
         } else {
-            let (k, v) = (format!("k{i:03}"), format!("value-{i}-{}", "x".repeat(i * 7)));
+            let (k, v) = (
+                format!("k{i:03}"),
+                format!("value-{i}-{}", "x".repeat(i * 7)),
+            );
             let res: redis::RedisResult<()> = c.set(&k, &v);
             match res {
                 Ok(()) => {
@@ -118,7 +121,7 @@ fn workload(r: &Running, ctx: &str) -> Outcome {
                     true
                 }
                 Err(e) => {
-                    assert!(e.to_string().contains("ERR"), "{ctx}: SET {k}: {e}");
+                    assert_eq!(e.code(), Some("ERR"), "{ctx}: SET {k}: {e}");
                     out.failed.insert(k, v);
                     false
                 }
@@ -128,7 +131,10 @@ fn workload(r: &Running, ctx: &str) -> Outcome {
             out.hit = true;
         }
         // Never +OK after a failure: the engine refuses writes until reopened.
-        assert!(!(failed_before && ok), "{ctx}: step {i} acknowledged after a failure");
+        assert!(
+            !(failed_before && ok),
+            "{ctx}: step {i} acknowledged after a failure"
+        );
         // Reads keep being served, with acknowledged values, on both connections.
         if let Some((k, v)) = out.acked.iter().next_back() {
             let got: Option<String> = c.get(k).unwrap_or_else(|e| panic!("{ctx}: GET {e}"));
@@ -168,7 +174,10 @@ fn run_once(target: Target, mode: Mode, errno: i32, n: u64) -> bool {
     }
     for (k, v) in &out.failed {
         let got: Option<String> = c.get(k).unwrap();
-        assert!(got.is_none() || got.as_ref() == Some(v), "{ctx}: {k} = {got:?}");
+        assert!(
+            got.is_none() || got.as_ref() == Some(v),
+            "{ctx}: {k} = {got:?}"
+        );
     }
     let ctr: Option<i64> = c.get("ctr").unwrap();
     let ctr = ctr.unwrap_or(0);
@@ -180,7 +189,10 @@ fn run_once(target: Target, mode: Mode, errno: i32, n: u64) -> bool {
     );
     let n_keys: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
     let most = out.acked.len() + out.failed.len() + 1;
-    assert!(n_keys as usize <= most, "{ctx}: {n_keys} keys, at most {most} written");
+    assert!(
+        n_keys as usize <= most,
+        "{ctx}: {n_keys} keys, at most {most} written"
+    );
     let _: redis::RedisResult<()> = redis::cmd("SHUTDOWN").arg("NOSAVE").query(&mut c);
     r.thread.join().unwrap();
     let _ = r.db.close();
@@ -192,7 +204,9 @@ fn fault_loop(target: Target, mode: Mode, errno: i32) -> u64 {
     let mut hits = 0;
     for n in 1..2000 {
         if !run_once(target, mode, errno, n) {
-            eprintln!("{target:?} {mode:?} {errno}: completed at N = {n}, {hits} runs met the fault");
+            eprintln!(
+                "{target:?} {mode:?} {errno}: completed at N = {n}, {hits} runs met the fault"
+            );
             return hits;
         }
         hits += 1;

@@ -7,7 +7,7 @@
 //!   requests, and none got an error);
 //! - every hostile frame got a `-ERR Protocol error` and its connection was closed;
 //! - the server's resident memory (VmRSS) never exceeded `CASK_LOAD_RSS_MB` (default
-//!   512 MiB), sampled every 100 ms;
+//!   256 MiB), sampled every 100 ms;
 //! - afterwards each connection's key holds its last acknowledged value and each counter
 //!   its number of acknowledged increments.
 //!
@@ -203,7 +203,7 @@ fn thousand_connections_with_hostile_clients() {
     let rss_limit_mb: u64 = std::env::var("CASK_LOAD_RSS_MB")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(512);
+        .unwrap_or(256);
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(
         dir.path(),

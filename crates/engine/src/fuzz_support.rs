@@ -91,7 +91,9 @@ pub fn encode_dir(flags: u8, files: &[(String, Vec<u8>)]) -> Vec<u8> {
         } else {
             continue;
         };
-        let Ok(id) = stem.parse::<u32>() else { continue };
+        let Ok(id) = stem.parse::<u32>() else {
+            continue;
+        };
         if !(1..=8).contains(&id) {
             continue;
         }
@@ -454,8 +456,8 @@ pub fn stateful(data: &[u8]) {
 pub fn sample_dir(seed: u64, segment_size: u64) -> Vec<(String, Vec<u8>)> {
     let mem = MemVfs::new();
     let dir = fuzz_dir();
-    let db = Db::open(&dir, bounded(Arc::new(mem.clone()), true, segment_size))
-        .expect("open in memory");
+    let db =
+        Db::open(&dir, bounded(Arc::new(mem.clone()), true, segment_size)).expect("open in memory");
     for i in 0..(40 + seed % 40) {
         let k = key((i * 7 + seed) as u8);
         if i % 5 == 4 {

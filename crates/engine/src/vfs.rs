@@ -181,7 +181,11 @@ pub fn writeback(synced: &[u8], now: &[u8], mode: Writeback) -> Vec<u8> {
     ends.push(now.len());
     // The length the file's metadata reached: its synced length or any later boundary.
     let pick = (next() % (ends.len() as u64 + 1)) as usize;
-    let len = if pick == 0 { synced.len() } else { ends[pick - 1] };
+    let len = if pick == 0 {
+        synced.len()
+    } else {
+        ends[pick - 1]
+    };
     let mut out = synced.to_vec();
     out.resize(len, 0);
     let mut start = synced.len();
@@ -263,7 +267,8 @@ impl VFile for MemFile {
             return Err(read_only());
         }
         let mut data = self.inode.data.lock();
-        let start = usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::StorageFull))?;
+        let start =
+            usize::try_from(offset).map_err(|_| io::Error::from(io::ErrorKind::StorageFull))?;
         let end = start
             .checked_add(buf.len())
             .ok_or_else(|| io::Error::from(io::ErrorKind::StorageFull))?;

@@ -203,7 +203,10 @@ fn fault_then_power_loss(target: Target, mode: Mode, errno: i32, block: usize) -
                 }
                 assert!(db.is_poisoned(), "{ctx}: a failed write must poison");
                 let mut probe = acked.clone();
-                assert!(step(&db, &mut probe, 99).is_err(), "{ctx}: write after failure");
+                assert!(
+                    step(&db, &mut probe, 99).is_err(),
+                    "{ctx}: write after failure"
+                );
                 break;
             }
         }
@@ -262,7 +265,10 @@ fn faults_then_torn_power_loss() {
             (Target::All, Mode::Crash, EIO),
         ] {
             let hits = fault_then_power_loss(target, mode, errno, block);
-            assert!(hits > 20, "{target:?} {mode:?}: only {hits} runs met the fault");
+            assert!(
+                hits > 20,
+                "{target:?} {mode:?}: only {hits} runs met the fault"
+            );
         }
     }
 }
@@ -272,6 +278,7 @@ fn faults_then_torn_power_loss() {
 /// 4 KiB pages (later ones without earlier ones). Every acknowledged write must survive.
 #[test]
 fn group_commit_with_reordered_writeback() {
+    let mut refusals = 0;
     for round in 0..24u64 {
         let block = if round % 2 == 0 { 512 } else { 4096 };
         let mem = MemVfs::new();
@@ -284,7 +291,8 @@ fn group_commit_with_reordered_writeback() {
                         let mut mine = Vec::new();
                         for i in 0..200u64 {
                             let k = format!("t{t}-{i:04}").into_bytes();
-                            let v = vec![b'a' + (i % 26) as u8; 100 + ((i * 37 + t) % 900) as usize];
+                            let v =
+                                vec![b'a' + (i % 26) as u8; 100 + ((i * 37 + t) % 900) as usize];
                             if db.set(&k, &v).is_err() {
                                 break;
                             }
@@ -300,17 +308,25 @@ fn group_commit_with_reordered_writeback() {
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
         drop(db);
-        mem.power_loss(Writeback::Blocks {
-            block,
-            seed: round,
-        });
+        mem.power_loss(Writeback::Blocks { block, seed: round });
         let ctx = format!("round {round}, {block}-byte blocks");
-        let (db, _) = open(&mem, SyncPolicy::Always, 64 * 1024);
+        let db = match try_open(&mem, SyncPolicy::Always, 64 * 1024) {
+            Ok((db, _)) => db,
+            Err(e) => {
+                // The known limitation (see `faults_then_torn_power_loss`): refused loudly,
+                // and the repair must keep every acknowledged write.
+                assert!(e.is_corruption(), "{ctx}: open: {e:?}");
+                refused_open_torn(&mem, &ctx);
+                refusals += 1;
+                open(&mem, SyncPolicy::Always, 64 * 1024).0
+            }
+        };
         let got = contents(&db);
         for (k, v) in acked.iter().flatten() {
             assert_eq!(got.get(k), Some(v), "{ctx}: acknowledged write lost");
         }
     }
+    eprintln!("group commit: 24 rounds, {refusals} opens refused a reordered torn tail (repaired)");
 }
 
 #[test]
@@ -385,7 +401,8 @@ fn interval_loses_at_most_a_suffix() {
         let run = Duration::from_millis(150 + round * 40);
         let mut i = 0u64;
         while start.elapsed() < run {
-            db.set(format!("k{i:06}").as_bytes(), &i.to_le_bytes()).unwrap();
+            db.set(format!("k{i:06}").as_bytes(), &i.to_le_bytes())
+                .unwrap();
             acks.push((ctl.syncs(), Instant::now()));
             i += 1;
             if i % 64 == 0 {
@@ -401,12 +418,19 @@ fn interval_loses_at_most_a_suffix() {
         let got = contents(&db);
         let kept = got.len();
         for (j, (k, v)) in got.iter().enumerate() {
-            assert_eq!(k, format!("k{j:06}").as_bytes(), "round {round}: a hole at {j}");
+            assert_eq!(
+                k,
+                format!("k{j:06}").as_bytes(),
+                "round {round}: a hole at {j}"
+            );
             assert_eq!(v, &(j as u64).to_le_bytes());
         }
         for (j, (s, _)) in acks.iter().enumerate() {
             if syncs_at_loss >= s + 2 {
-                assert!(j < kept, "round {round}: write {j} was covered by an fsync, lost");
+                assert!(
+                    j < kept,
+                    "round {round}: write {j} was covered by an fsync, lost"
+                );
             }
         }
         if kept < acks.len() {
@@ -414,5 +438,7 @@ fn interval_loses_at_most_a_suffix() {
         }
         assert!(kept > 0, "round {round}: no interval fsync in {run:?}");
     }
-    eprintln!("interval {interval:?}: oldest lost write was acknowledged {worst:?} before the power loss");
+    eprintln!(
+        "interval {interval:?}: oldest lost write was acknowledged {worst:?} before the power loss"
+    );
 }

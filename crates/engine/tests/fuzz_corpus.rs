@@ -28,7 +28,11 @@ fn corpus(target: &str) -> Vec<(PathBuf, Vec<u8>)> {
 
 fn replay(target: &str, f: fn(&[u8])) {
     let inputs = corpus(target);
-    assert!(inputs.len() >= 5, "{target}: corpus has only {} inputs", inputs.len());
+    assert!(
+        inputs.len() >= 5,
+        "{target}: corpus has only {} inputs",
+        inputs.len()
+    );
     for (path, bytes) in &inputs {
         let r = std::panic::catch_unwind(|| f(bytes));
         assert!(r.is_ok(), "{target}: {} failed", path.display());

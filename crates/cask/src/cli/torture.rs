@@ -420,7 +420,11 @@ fn verify(addr: &str, oracles: &mut [Oracle]) -> Result<u64, String> {
             return Err(format!(
                 "{ctr} = {got}, acknowledged increments {}{}",
                 o.counter,
-                if in_flight_incr { " (+1 in flight)" } else { "" }
+                if in_flight_incr {
+                    " (+1 in flight)"
+                } else {
+                    ""
+                }
             ));
         }
         o.counter = got;
