@@ -201,15 +201,14 @@ fn run_once(target: Target, mode: Mode, errno: i32, n: u64) -> bool {
 
 /// N = 1, 2, ... until the workload completes without meeting the fault.
 fn fault_loop(target: Target, mode: Mode, errno: i32) -> u64 {
-    let mut hits = 0;
     for n in 1..2000 {
         if !run_once(target, mode, errno, n) {
+            let hits = n - 1;
             eprintln!(
                 "{target:?} {mode:?} {errno}: completed at N = {n}, {hits} runs met the fault"
             );
             return hits;
         }
-        hits += 1;
     }
     panic!("the workload never completed");
 }

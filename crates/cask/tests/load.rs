@@ -157,11 +157,8 @@ async fn hostile(addr: std::net::SocketAddr, stop: Arc<AtomicBool>, count: Arc<A
         // is closed after the error (a frame may hold valid requests before the bad one).
         let _ = c.w.write_all(b"*1\r\n$4\r\nPING\r\n").await;
         let mut replies = Vec::new();
-        loop {
-            match tokio::time::timeout(Duration::from_secs(10), c.read()).await {
-                Ok(Ok(r)) => replies.push(r),
-                _ => break,
-            }
+        while let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(10), c.read()).await {
+            replies.push(r);
         }
         let frame_text = String::from_utf8_lossy(frame);
         let last = replies.last();

@@ -405,7 +405,7 @@ fn interval_loses_at_most_a_suffix() {
                 .unwrap();
             acks.push((ctl.syncs(), Instant::now()));
             i += 1;
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
