@@ -106,7 +106,7 @@ fn workload(r: &Running, ctx: &str) -> Outcome {
                     true
                 }
                 Err(e) => {
-                    assert!(e.to_string().contains("ERR"), "{ctx}: {e}");
+                    assert_eq!(e.code(), Some("ERR"), "{ctx}: {e}");
                     out.incr_failed += 1;
                     false
                 }
@@ -123,7 +123,7 @@ fn workload(r: &Running, ctx: &str) -> Outcome {
                     true
                 }
                 Err(e) => {
-                    assert!(e.to_string().contains("ERR"), "{ctx}: SET {k}: {e}");
+                    assert_eq!(e.code(), Some("ERR"), "{ctx}: SET {k}: {e}");
                     out.failed.insert(k, v);
                     false
                 }
@@ -203,15 +203,14 @@ fn run_once(target: Target, mode: Mode, errno: i32, n: u64) -> bool {
 
 /// N = 1, 2, ... until the workload completes without meeting the fault.
 fn fault_loop(target: Target, mode: Mode, errno: i32) -> u64 {
-    let mut hits = 0;
     for n in 1..2000 {
         if !run_once(target, mode, errno, n) {
+            let hits = n - 1;
             eprintln!(
                 "{target:?} {mode:?} {errno}: completed at N = {n}, {hits} runs met the fault"
             );
             return hits;
         }
-        hits += 1;
     }
     panic!("the workload never completed");
 }

@@ -105,7 +105,10 @@ pub fn encode_dir(flags: u8, files: &[(String, Vec<u8>)]) -> Vec<u8> {
     out
 }
 
-fn contents(db: &Db) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+/// Every live key and value, in key order.
+type Items = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn contents(db: &Db) -> Result<Items, Error> {
     db.scan(..).collect()
 }
 

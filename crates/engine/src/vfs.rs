@@ -203,6 +203,9 @@ pub fn writeback(synced: &[u8], now: &[u8], mode: Writeback) -> Vec<u8> {
 struct MemInode {
     data: parking_lot::Mutex<Vec<u8>>,
     synced: parking_lot::Mutex<Vec<u8>>,
+    /// Lowest offset written or truncated to since the last `sync_data` (`usize::MAX`:
+    /// nothing), so an fsync copies only what changed.
+    dirty_from: parking_lot::Mutex<usize>,
 }
 
 #[derive(Debug, Default)]
@@ -273,11 +276,18 @@ impl VFile for MemFile {
             data.resize(end, 0);
         }
         data[start..end].copy_from_slice(buf);
+        let mut dirty = self.inode.dirty_from.lock();
+        *dirty = (*dirty).min(start);
         Ok(())
     }
     fn sync_data(&self) -> io::Result<()> {
-        let data = self.inode.data.lock().clone();
-        *self.inode.synced.lock() = data;
+        let data = self.inode.data.lock();
+        let mut synced = self.inode.synced.lock();
+        let mut dirty = self.inode.dirty_from.lock();
+        let from = (*dirty).min(synced.len()).min(data.len());
+        synced.truncate(from);
+        synced.extend_from_slice(&data[from..]);
+        *dirty = usize::MAX;
         Ok(())
     }
     fn len(&self) -> io::Result<u64> {
@@ -288,7 +298,10 @@ impl VFile for MemFile {
             return Err(read_only());
         }
         let len = usize::try_from(len).map_err(|_| io::Error::from(io::ErrorKind::StorageFull))?;
-        self.inode.data.lock().resize(len, 0);
+        let mut data = self.inode.data.lock();
+        let mut dirty = self.inode.dirty_from.lock();
+        *dirty = (*dirty).min(len).min(data.len());
+        data.resize(len, 0);
         Ok(())
     }
 }
@@ -305,6 +318,7 @@ impl MemVfs {
         let inode = Arc::new(MemInode {
             data: parking_lot::Mutex::new(bytes.to_vec()),
             synced: parking_lot::Mutex::new(bytes.to_vec()),
+            dirty_from: parking_lot::Mutex::new(usize::MAX),
         });
         let mut d = self.dir.lock();
         d.names.insert(path.to_owned(), inode.clone());
@@ -355,6 +369,7 @@ impl MemVfs {
             let after = writeback(&inode.synced.lock(), &now, mode);
             *inode.synced.lock() = after.clone();
             *inode.data.lock() = after;
+            *inode.dirty_from.lock() = usize::MAX;
         }
     }
 }
@@ -365,7 +380,10 @@ impl Vfs for MemVfs {
         let inode = match d.names.get(path) {
             Some(i) => i.clone(),
             None if create => {
-                let i = Arc::new(MemInode::default());
+                let i = Arc::new(MemInode {
+                    dirty_from: parking_lot::Mutex::new(0),
+                    ..MemInode::default()
+                });
                 d.names.insert(path.to_owned(), i.clone());
                 i
             }

@@ -278,6 +278,7 @@ fn faults_then_torn_power_loss() {
 /// 4 KiB pages (later ones without earlier ones). Every acknowledged write must survive.
 #[test]
 fn group_commit_with_reordered_writeback() {
+    let mut refusals = 0;
     for round in 0..24u64 {
         let block = if round % 2 == 0 { 512 } else { 4096 };
         let mem = MemVfs::new();
@@ -309,12 +310,23 @@ fn group_commit_with_reordered_writeback() {
         drop(db);
         mem.power_loss(Writeback::Blocks { block, seed: round });
         let ctx = format!("round {round}, {block}-byte blocks");
-        let (db, _) = open(&mem, SyncPolicy::Always, 64 * 1024);
+        let db = match try_open(&mem, SyncPolicy::Always, 64 * 1024) {
+            Ok((db, _)) => db,
+            Err(e) => {
+                // The known limitation (see `faults_then_torn_power_loss`): refused loudly,
+                // and the repair must keep every acknowledged write.
+                assert!(e.is_corruption(), "{ctx}: open: {e:?}");
+                refused_open_torn(&mem, &ctx);
+                refusals += 1;
+                open(&mem, SyncPolicy::Always, 64 * 1024).0
+            }
+        };
         let got = contents(&db);
         for (k, v) in acked.iter().flatten() {
             assert_eq!(got.get(k), Some(v), "{ctx}: acknowledged write lost");
         }
     }
+    eprintln!("group commit: 24 rounds, {refusals} opens refused a reordered torn tail (repaired)");
 }
 
 #[test]
@@ -393,7 +405,7 @@ fn interval_loses_at_most_a_suffix() {
                 .unwrap();
             acks.push((ctl.syncs(), Instant::now()));
             i += 1;
-            if i % 64 == 0 {
+            if i.is_multiple_of(64) {
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
