@@ -48,7 +48,7 @@ pw=schemathesis-$$
 "$bin" --dir "$dir/data" serve --port 0 --http-port "$http_port" --sync never --requirepass "$pw" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 200); do
-    grep -q '^cask: listening on' "$log" && break
+    grep -q "^cask: listening on" "$log" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "http-schemathesis: server died" >&2; exit 1; }
     sleep 0.1
 done
