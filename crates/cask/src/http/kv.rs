@@ -61,26 +61,54 @@ pub enum TagList {
 impl TagList {
     /// Parses a header value; `None` if it is not `*` or a list of entity tags.
     pub fn parse(v: &str) -> Option<TagList> {
-        let v = v.trim();
+        let ws = |c: u8| c == b' ' || c == b'\t';
+        let b = v.as_bytes();
+        let v = v.trim_matches([' ', '\t']);
         if v == "*" {
             return Some(TagList::Any);
         }
+        let etagc = |c: u8| c == b'!' || (b'#'..=b'~').contains(&c);
         let mut tags = Vec::new();
-        for t in v.split(',').map(str::trim) {
-            let (weak, rest) = match t.strip_prefix("W/") {
-                Some(r) => (true, r),
-                None => (false, t),
-            };
-            let etagc = |b: u8| b == b'!' || (b'#'..=b'~').contains(&b);
-            let opaque = match rest.strip_prefix('"') {
-                Some(r) => r.strip_suffix('"').filter(|o| o.bytes().all(etagc))?,
+        let mut i = 0;
+        loop {
+            while i < b.len() && ws(b[i]) {
+                i += 1;
+            }
+            let weak = b[i..].starts_with(b"W/");
+            if weak {
+                i += 2;
+            }
+            let start = i;
+            let opaque = if b.get(i) == Some(&b'"') {
+                i += 1;
+                while i < b.len() && etagc(b[i]) {
+                    i += 1;
+                }
+                if b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                i += 1;
+                &b[start + 1..i - 1]
+            } else {
                 // Leniency: a bare token is the tag with its quotes left out.
-                None => Some(rest)
-                    .filter(|o| !o.is_empty() && o.bytes().all(|b| etagc(b) && b != b','))?,
+                while i < b.len() && etagc(b[i]) && b[i] != b',' {
+                    i += 1;
+                }
+                if i == start {
+                    return None;
+                }
+                &b[start..i]
             };
-            tags.push((weak, opaque.to_string()));
+            tags.push((weak, String::from_utf8_lossy(opaque).into_owned()));
+            while i < b.len() && ws(b[i]) {
+                i += 1;
+            }
+            match b.get(i) {
+                None => return Some(TagList::Tags(tags)),
+                Some(b',') => i += 1,
+                Some(_) => return None,
+            }
         }
-        Some(TagList::Tags(tags))
     }
 
     /// Strong comparison (`If-Match`) against the current version.
@@ -593,6 +621,14 @@ mod tests {
         assert_eq!(TagList::parse(r#""1", "junk"#), None);
         assert_eq!(TagList::parse(r#""a b""#), None);
         assert_eq!(TagList::parse("1,,2"), None);
+        assert_eq!(TagList::parse("1 2"), None);
+        assert_eq!(
+            TagList::parse("\t\"a,b\" ,\tW/\"\"\t"),
+            Some(TagList::Tags(vec![
+                (false, "a,b".into()),
+                (true, String::new())
+            ]))
+        );
         assert_eq!(
             TagList::parse(r#"7, W/8"#),
             Some(TagList::Tags(vec![(false, "7".into()), (true, "8".into())]))
