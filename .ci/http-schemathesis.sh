@@ -6,7 +6,7 @@
 #
 #   .ci/http-schemathesis.sh [path/to/cask]     (default target/debug/cask)
 #
-# Installs schemathesis into target/schemathesis-venv if it is not on PATH. Bounded:
+# Settings in .ci/schemathesis.toml. Installs schemathesis into target/schemathesis-venv if it is not on PATH. Bounded:
 # SCHEMATHESIS_MAX_EXAMPLES (default 40) cases per operation, SCHEMATHESIS_MAX_TIME (default
 # 150) seconds in all.
 set -euo pipefail
@@ -42,10 +42,13 @@ trap cleanup EXIT
 
 # Two free ports (the RESP port is 0: the server picks it).
 http_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$bin" --dir "$dir/data" serve --port 0 --http-port "$http_port" --sync never >"$log" 2>&1 &
+# With a password, so that schemathesis also checks that every route but /health refuses
+# requests without the bearer token.
+pw=schemathesis-$$
+"$bin" --dir "$dir/data" serve --port 0 --http-port "$http_port" --sync never --requirepass "$pw" >"$log" 2>&1 &
 pid=$!
 for _ in $(seq 1 200); do
-    grep -q '^cask: listening on' "$log" && break
+    grep -q "^cask: listening on" "$log" 2>/dev/null && break
     kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "http-schemathesis: server died" >&2; exit 1; }
     sleep 0.1
 done
@@ -53,7 +56,8 @@ grep -q '^cask: http listening on' "$log" || { cat "$log" >&2; echo "http-schema
 base="http://127.0.0.1:$http_port"
 
 status=0
-"$st" run "$base/openapi.json" \
+"$st" --config-file .ci/schemathesis.toml run "$base/openapi.json" \
+    --header "Authorization: Bearer $pw" \
     --checks all \
     --max-examples "$max_examples" \
     --max-time "$max_time" \

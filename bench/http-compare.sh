@@ -35,7 +35,7 @@ for _ in $(seq 1 100); do grep -q '^cask: listening on' "$dir/log" && break; sle
 
 echo "== cask --sync $sync, $(nproc) cores, $(date -u +%FT%TZ)"
 echo "-- RESP: redis-benchmark -p $port -t set,get -d 100 -c 50 -n 200000 -r 100000 -q"
-redis-benchmark -p "$port" -t set,get -d 100 -c 50 -n 200000 -r 100000 -q
+redis-benchmark -p "$port" -t set,get -d 100 -c 50 -n 200000 -r 100000 -q | tr '\r' '\n' | grep 'requests per second'
 url="http://127.0.0.1:$http_port"
 for op in put get; do
     echo "-- HTTP: wrk -t2 -c50 -d$duration -s bench/wrk-$op.lua $url"

@@ -61,7 +61,11 @@ fn start(dir: &std::path::Path, extra: &[&str]) -> Served {
     let mut http = None;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("cask serve did not start");
+        let Ok(line) = rx.recv_timeout(left) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("cask serve did not start");
+        };
         if let Some(a) = line.strip_prefix("cask: http listening on ") {
             http = Some(a.trim().parse().unwrap());
         } else if let Some(a) = line.strip_prefix("cask: listening on ") {

@@ -209,14 +209,33 @@ async fn conditional_reads_give_304_and_412() {
         .req("HEAD", "/v1/kv/k", &[("if-none-match", "*")], b"")
         .await;
     assert_eq!(r.status, StatusCode::NOT_MODIFIED);
+    for junk in ["\"unclosed", "\"1\",,", "", "\"a b\""] {
+        let r = app.req("GET", "/v1/kv/k", &[("if-match", junk)], b"").await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{junk:?} is not a tag list"
+        );
+        let r = app
+            .req("PUT", "/v1/kv/k", &[("if-none-match", junk)], b"x")
+            .await;
+        assert_eq!(
+            r.status,
+            StatusCode::BAD_REQUEST,
+            "{junk:?} is not a tag list"
+        );
+    }
+    assert_eq!(&app.get("/v1/kv/k").await.body[..], b"v");
+    // Bare tokens are tags whose quotes were left out.
     let r = app
         .req("GET", "/v1/kv/k", &[("if-match", "junk")], b"")
         .await;
-    assert_eq!(
-        r.status,
-        StatusCode::PRECONDITION_FAILED,
-        "junk tags match nothing"
-    );
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED);
+    let bare = format!("{v}");
+    let r = app
+        .req("GET", "/v1/kv/k", &[("if-none-match", &bare)], b"")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_MODIFIED);
     let r = app
         .req("GET", "/v1/kv/k", &[("if-match", "caf\u{e9}")], b"")
         .await;
@@ -495,25 +514,33 @@ async fn listing_rejects_bad_parameters() {
         "/v1/kv?limit=0",
         "/v1/kv?limit=-1",
         "/v1/kv?limit=abc",
-        "/v1/kv?limit=10001",
         "/v1/kv?reverse=maybe",
         "/v1/kv?keys_only=2",
         "/v1/kv?encoding=hex",
         "/v1/kv?cursor=!!!",
-        "/v1/kv?cursor=AAAA",
+        "/v1/kv?cursor=A",
+        "/v1/kv?cursor=a%2Bb",
     ] {
         let r = app.get(bad).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
         assert!(!r.error().is_empty());
     }
-    // A cursor is tied to its direction.
-    let page = app.get("/v1/kv?limit=1").await.json();
+    // An empty cursor is the start; a cursor continues after its key in either direction.
+    assert_eq!(
+        keys_of(&app.get("/v1/kv?cursor=").await.json()),
+        ["a", "b", "c"]
+    );
+    let page = app.get("/v1/kv?limit=2").await.json();
     let c = page["next_cursor"].as_str().unwrap().to_string();
-    let r = app
-        .get(&format!("/v1/kv?limit=1&reverse=true&cursor={c}"))
-        .await;
-    assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    assert!(r.error().contains("direction"));
+    assert_eq!(
+        keys_of(&app.get(&format!("/v1/kv?cursor={c}")).await.json()),
+        ["c"]
+    );
+    let page = app
+        .get(&format!("/v1/kv?reverse=true&cursor={c}"))
+        .await
+        .json();
+    assert_eq!(keys_of(&page), ["a"]);
 }
 
 #[tokio::test]
@@ -526,10 +553,13 @@ async fn list_limit_is_configurable() {
         },
     );
     fill(&app, &["a", "b", "c"]).await;
+    let page = app.get("/v1/kv?limit=3").await.json();
     assert_eq!(
-        app.get("/v1/kv?limit=3").await.status,
-        StatusCode::BAD_REQUEST
+        keys_of(&page),
+        ["a", "b"],
+        "larger pages are cut to the limit"
     );
+    assert!(page["next_cursor"].is_string());
     let page = app.get("/v1/kv").await.json();
     assert_eq!(keys_of(&page), ["a", "b"], "the default page is capped too");
     let blobs = app.get("/blobs").await.json();
@@ -542,7 +572,7 @@ async fn batch_is_atomic_and_conditional() {
     fill(&app, &["old"]).await;
     let body = serde_json::json!({"ops": [
         {"op": "put", "key": "x", "value": "1"},
-        {"op": "put", "key_base64": "/w==", "value_base64": "AAE=", "ttl": "1h"},
+        {"op": "put", "key": {"base64": "/w=="}, "value": {"base64": "AAE"}, "ttl": "1h"},
         {"op": "delete", "key": "old"},
     ]});
     let r = app
@@ -579,7 +609,7 @@ async fn batch_is_atomic_and_conditional() {
     assert!(st.get(0, b"y").unwrap().is_none());
     assert!(st.get(0, b"x").unwrap().is_some());
     let body =
-        serde_json::json!({"ops": [{"op": "put", "key": "x", "value": "3", "if_absent": true}]});
+        serde_json::json!({"ops": [{"op": "put", "key": "x", "value": "3", "if_version": 0}]});
     let r = app
         .req("POST", "/v1/batch", &[], body.to_string().as_bytes())
         .await;
@@ -590,6 +620,23 @@ async fn batch_is_atomic_and_conditional() {
         .await;
     assert_eq!(r.status, StatusCode::OK);
     assert_eq!(st.get_string(0, b"x").unwrap().as_deref(), Some(&b"3"[..]));
+    // JSON Schema integers may carry a zero fraction.
+    let body = format!(
+        r#"{{"ops": [{{"op": "delete", "key": "x", "if_version": {}.0}}]}}"#,
+        version + 1000
+    );
+    let r = app.req("POST", "/v1/batch", &[], body.as_bytes()).await;
+    assert_eq!(r.status, StatusCode::PRECONDITION_FAILED, "{:?}", r.body);
+    let body =
+        serde_json::json!({"ops": [{"op": "put", "key": "fresh", "value": "", "if_version": 0}]});
+    let r = app
+        .req("POST", "/v1/batch", &[], body.to_string().as_bytes())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "if_version 0: only if absent");
+    assert_eq!(
+        st.get_string(0, b"fresh").unwrap().as_deref(),
+        Some(&b""[..])
+    );
 }
 
 #[tokio::test]
@@ -602,13 +649,12 @@ async fn malformed_batches_are_400() {
         r#"{"ops": [{"op": "put", "key": "a"}]}"#,
         r#"{"ops": [{"op": "zap", "key": "a"}]}"#,
         r#"{"ops": [{"op": "put", "value": "v"}]}"#,
-        r#"{"ops": [{"op": "put", "key": "", "value": "v"}]}"#,
-        r#"{"ops": [{"op": "put", "key": "a", "key_base64": "YQ==", "value": "v"}]}"#,
-        r#"{"ops": [{"op": "put", "key_base64": "***", "value": "v"}]}"#,
-        r#"{"ops": [{"op": "delete", "key": "a", "value": "v"}]}"#,
+        r#"{"ops": [{"key": "a", "value": "v"}]}"#,
+        r#"{"ops": [{"op": "put", "key": {"base64": "***"}, "value": "v"}]}"#,
+        r#"{"ops": [{"op": "put", "key": {"hex": "00"}, "value": "v"}]}"#,
         r#"{"ops": [{"op": "put", "key": "a", "value": "v", "ttl": "soon"}]}"#,
-        r#"{"ops": [{"op": "put", "key": "a", "value": "v", "extra": 1}]}"#,
-        r#"{"ops": [{"op": "put", "key": "a", "value": "v", "if_absent": true, "if_version": 1}]}"#,
+        r#"{"ops": [{"op": "put", "key": "a", "value": "v", "if_version": -1}]}"#,
+        r#"{"ops": [], "more": 1}"#,
     ] {
         let r = app.req("POST", "/v1/batch", &[], bad.as_bytes()).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}");
@@ -845,6 +891,34 @@ async fn health_metrics_and_openapi() {
         assert!(kv.get(m).is_some(), "openapi lacks {m} /v1/kv/{{key}}");
     }
     assert!(kv["put"]["responses"].get("412").is_some());
+    // The patterns the document promises are the ones the code enforces.
+    let param = |path: &str, method: &str, name: &str| -> String {
+        paths[path][method]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap_or_else(|| panic!("{method} {path} lacks {name}"))["schema"]["pattern"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        param("/v1/kv/{key}", "put", "If-Match"),
+        cask::http::kv::TAG_LIST_PATTERN
+    );
+    assert_eq!(
+        param("/v1/kv/{key}", "get", "If-None-Match"),
+        cask::http::kv::TAG_LIST_PATTERN
+    );
+    assert_eq!(
+        param("/v1/kv/{key}", "put", "ttl"),
+        cask::http::kv::TTL_PATTERN
+    );
+    assert_eq!(
+        param("/v1/kv", "get", "cursor"),
+        cask::http::list::CURSOR_PATTERN
+    );
     assert!(kv["put"]["responses"].get("413").is_some());
 }
 

@@ -345,6 +345,8 @@ fn environment_overrides_file_and_flag_overrides_environment() {
             "never",
             "--maxclients",
             "7",
+            "--http-port",
+            "0",
         ])
         .arg("--config")
         .arg(&cfg)

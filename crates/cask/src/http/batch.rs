@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use cask_engine::Batch;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
@@ -21,45 +20,90 @@ use crate::server::keyspace::{Store, TYPE_STRING};
 /// keys between the reads and the write.
 const CAS_RETRIES: usize = 16;
 
-/// What to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum OpKind {
-    /// Set a string.
-    Put,
-    /// Delete a key.
-    Delete,
+/// Bytes in a batch: a JSON string (its UTF-8 bytes) or `{"base64": "..."}` (standard
+/// alphabet, padding optional; trailing bits ignored).
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum Data {
+    /// UTF-8 text.
+    Text(String),
+    /// Base64-encoded bytes.
+    Base64 {
+        /// The bytes, base64-encoded.
+        #[schema(pattern = "^([A-Za-z0-9+/]{4})*([A-Za-z0-9+/]{2}(==)?|[A-Za-z0-9+/]{3}=?)?$")]
+        base64: String,
+    },
 }
 
-/// One operation of a batch. Give the key as `key` (UTF-8) or `key_base64`, and a put's value
-/// as `value` or `value_base64`.
+/// Standard base64, lenient about padding and trailing bits: every string the schema's
+/// pattern allows decodes.
+const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+impl Data {
+    fn bytes(self, what: &str, i: usize) -> ApiResult<Vec<u8>> {
+        match self {
+            Data::Text(t) => Ok(t.into_bytes()),
+            Data::Base64 { base64 } => LENIENT
+                .decode(base64)
+                .map_err(|_| ApiError::bad_request(format!("ops[{i}]: invalid base64 in {what}"))),
+        }
+    }
+}
+
+/// An optional integer that JSON may also write with a zero fraction (`7.0`), as JSON
+/// Schema counts such numbers as integers.
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Number>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) => {
+            if let Some(i) = n.as_i64() {
+                return Ok(Some(i));
+            }
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f >= i64::MIN as f64 && f < i64::MAX as f64 => {
+                    Ok(Some(f as i64))
+                }
+                _ => Err(D::Error::custom(format!("{n} is not a 64-bit integer"))),
+            }
+        }
+    }
+}
+
+/// One operation of a batch, tagged by `op`.
 #[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BatchOp {
-    /// `put` or `delete`.
-    pub op: OpKind,
-    /// The key as text.
-    #[serde(default)]
-    pub key: Option<String>,
-    /// The key base64-encoded (standard alphabet).
-    #[serde(default)]
-    pub key_base64: Option<String>,
-    /// A put's value as text.
-    #[serde(default)]
-    pub value: Option<String>,
-    /// A put's value base64-encoded.
-    #[serde(default)]
-    pub value_base64: Option<String>,
-    /// A put's time to live (`30s`, `5m`, ...); none: no TTL.
-    #[serde(default)]
-    pub ttl: Option<String>,
-    /// Apply the batch only if this key's version is this (its ETag without quotes).
-    #[serde(default)]
-    #[schema(minimum = 0)]
-    pub if_version: Option<u64>,
-    /// Apply the batch only if this key does not exist.
-    #[serde(default)]
-    pub if_absent: Option<bool>,
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum BatchOp {
+    /// Set a string.
+    Put {
+        /// The key.
+        key: Data,
+        /// The value.
+        value: Data,
+        /// Time to live (`30s`, `5m`, `1h`, `250ms`, whole seconds); none: no TTL.
+        #[serde(default)]
+        #[schema(pattern = "^[1-9][0-9]{0,8}(ms|s|m|h)?$")]
+        ttl: Option<String>,
+        /// Apply the batch only if the key's version is this (its ETag without quotes); 0:
+        /// only if the key does not exist.
+        #[serde(default, deserialize_with = "integer")]
+        #[schema(minimum = 0)]
+        if_version: Option<i64>,
+    },
+    /// Delete a key.
+    Delete {
+        /// The key.
+        key: Data,
+        /// As for put.
+        #[serde(default, deserialize_with = "integer")]
+        #[schema(minimum = 0)]
+        if_version: Option<i64>,
+    },
 }
 
 /// A batch.
@@ -67,6 +111,7 @@ pub struct BatchOp {
 #[serde(deny_unknown_fields)]
 pub struct BatchRequest {
     /// The operations, applied in order (a later one on the same key wins).
+    #[schema(min_items = 1)]
     pub ops: Vec<BatchOp>,
 }
 
@@ -82,27 +127,16 @@ pub struct BatchResult {
 struct Prepared {
     key: Vec<u8>,
     put: Option<(Vec<u8>, Option<u64>)>,
+    /// `Some(0)`: must be absent.
     if_version: Option<u64>,
-    if_absent: bool,
 }
 
-fn decode(
-    text: Option<String>,
-    b64: Option<String>,
-    what: &str,
-    i: usize,
-) -> ApiResult<Option<Vec<u8>>> {
-    match (text, b64) {
-        (Some(_), Some(_)) => Err(ApiError::bad_request(format!(
-            "ops[{i}]: give {what} or {what}_base64, not both"
-        ))),
-        (Some(t), None) => Ok(Some(t.into_bytes())),
-        (None, Some(b)) => STANDARD
-            .decode(b)
-            .map(Some)
-            .map_err(|_| ApiError::bad_request(format!("ops[{i}]: invalid {what}_base64"))),
-        (None, None) => Ok(None),
-    }
+fn version(v: Option<i64>, i: usize) -> ApiResult<Option<u64>> {
+    v.map(|v| {
+        u64::try_from(v)
+            .map_err(|_| ApiError::bad_request(format!("ops[{i}]: if_version must be >= 0")))
+    })
+    .transpose()
 }
 
 fn prepare(req: BatchRequest, now: u64) -> ApiResult<Vec<Prepared>> {
@@ -112,47 +146,31 @@ fn prepare(req: BatchRequest, now: u64) -> ApiResult<Vec<Prepared>> {
     req.ops
         .into_iter()
         .enumerate()
-        .map(|(i, op)| {
-            let key = decode(op.key, op.key_base64, "key", i)?
-                .ok_or_else(|| ApiError::bad_request(format!("ops[{i}]: key is missing")))?;
-            if key.is_empty() {
-                return Err(ApiError::bad_request(format!("ops[{i}]: empty key")));
-            }
-            let value = decode(op.value, op.value_base64, "value", i)?;
-            let put = match op.op {
-                OpKind::Put => {
-                    let value = value.ok_or_else(|| {
-                        ApiError::bad_request(format!(
-                            "ops[{i}]: a put needs value or value_base64"
-                        ))
-                    })?;
-                    let expire = match &op.ttl {
-                        Some(t) => Some(now.saturating_add(parse_ttl(t)?)),
+        .map(|(i, op)| match op {
+            BatchOp::Put {
+                key,
+                value,
+                ttl,
+                if_version,
+            } => {
+                let expire =
+                    match &ttl {
+                        Some(t) => Some(now.saturating_add(parse_ttl(t).map_err(|e| {
+                            ApiError::bad_request(format!("ops[{i}]: {}", e.message))
+                        })?)),
                         None => None,
                     };
-                    Some((value, expire))
-                }
-                OpKind::Delete => {
-                    if value.is_some() || op.ttl.is_some() {
-                        return Err(ApiError::bad_request(format!(
-                            "ops[{i}]: a delete takes no value or ttl"
-                        )));
-                    }
-                    None
-                }
-            };
-            let if_absent = op.if_absent.unwrap_or(false);
-            if if_absent && op.if_version.is_some() {
-                return Err(ApiError::bad_request(format!(
-                    "ops[{i}]: if_version and if_absent exclude each other"
-                )));
+                Ok(Prepared {
+                    key: key.bytes("key", i)?,
+                    put: Some((value.bytes("value", i)?, expire)),
+                    if_version: version(if_version, i)?,
+                })
             }
-            Ok(Prepared {
-                key,
-                put,
-                if_version: op.if_version,
-                if_absent,
-            })
+            BatchOp::Delete { key, if_version } => Ok(Prepared {
+                key: key.bytes("key", i)?,
+                put: None,
+                if_version: version(if_version, i)?,
+            }),
         })
         .collect()
 }
@@ -184,10 +202,10 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
         for o in ops {
             let ek = ekey(&o.key);
             let current = store.db.metadata(&ek)?.map(|m| m.version);
-            let ok = match (o.if_version, o.if_absent) {
-                (Some(v), _) => current == Some(v),
-                (None, true) => current.is_none(),
-                (None, false) => true,
+            let ok = match o.if_version {
+                Some(0) => current.is_none(),
+                Some(v) => current == Some(v),
+                None => true,
             };
             if !ok {
                 return Err(ApiError::new(
@@ -239,7 +257,7 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
         (status = 400, description = "Malformed batch", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 409, description = "Keys kept changing under concurrent writers", body = ErrorBody),
-        (status = 412, description = "An if_version / if_absent condition failed; nothing was applied", body = ErrorBody),
+        (status = 412, description = "An if_version condition failed; nothing was applied", body = ErrorBody),
         (status = 413, description = "The body or the batch is over its limit", body = ErrorBody),
         (status = 500, description = "Engine error", body = ErrorBody),
         (status = 503, description = "The database refuses writes or the batch is not durable", body = ErrorBody),

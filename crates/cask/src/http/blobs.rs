@@ -10,7 +10,7 @@ use serde::Serialize;
 use utoipa::ToSchema;
 
 use super::error::{ApiError, ErrorBody};
-use super::kv::{Preconditions, delete_string, etag, put_string};
+use super::kv::{Preconditions, RawBytes, delete_string, etag, put_string};
 use super::{AppState, DB, ekey, key_from_path, read_body};
 use crate::server::keyspace::TYPE_STRING;
 
@@ -34,8 +34,8 @@ pub struct BlobMeta {
     tag = "blobs",
     params(("key" = String, Path, description = "The key", min_length = 1)),
     request_body(description = "The blob's bytes", content(
-        (Vec<u8> = "application/octet-stream"),
-        (String = "text/plain"),
+        (Option<RawBytes> = "application/octet-stream"),
+        (Option<String> = "text/plain"),
     )),
     responses(
         (status = 201, description = "Stored", body = BlobMeta),
@@ -84,7 +84,7 @@ pub async fn post_blob(
     tag = "blobs",
     params(("key" = String, Path, description = "The key", min_length = 1)),
     responses(
-        (status = 200, description = "The blob's bytes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "The blob's bytes", content_type = "application/octet-stream", body = RawBytes),
         (status = 400, description = "Invalid key", body = ErrorBody),
         (status = 401, description = "Missing or wrong bearer token", body = ErrorBody),
         (status = 404, description = "No such blob", body = ErrorBody),

@@ -28,6 +28,11 @@ const CAS_RETRIES: usize = 16;
 
 const PREFIX: &str = "/v1/kv/";
 
+/// Raw bytes in the OpenAPI document (a binary string).
+#[derive(Debug, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct RawBytes(pub Vec<u8>);
+
 /// What a successful PUT returns.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct PutResult {
@@ -37,40 +42,73 @@ pub struct PutResult {
     pub created: bool,
 }
 
+/// The syntax of `If-Match` / `If-None-Match`: `*` or a list of entity tags (RFC 9110),
+/// where a tag may also be given without its quotes (`12` for `"12"`).
+pub const TAG_LIST_PATTERN: &str = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#;
+/// The syntax of a TTL in the OpenAPI document (the server also accepts any humantime
+/// duration, such as `1h 30m`).
+pub const TTL_PATTERN: &str = "^[1-9][0-9]{0,8}(ms|s|m|h)?$";
+
 /// An `If-Match` / `If-None-Match` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TagList {
     /// `*`.
     Any,
-    /// Entity tags: (weak, opaque text between the quotes). Malformed members are kept as
-    /// tags that match nothing.
+    /// Entity tags: (weak, opaque text between the quotes).
     Tags(Vec<(bool, String)>),
 }
 
 impl TagList {
-    /// Parses a header value.
-    pub fn parse(v: &str) -> TagList {
-        let v = v.trim();
+    /// Parses a header value; `None` if it is not `*` or a list of entity tags.
+    pub fn parse(v: &str) -> Option<TagList> {
+        let ws = |c: u8| c == b' ' || c == b'\t';
+        let b = v.as_bytes();
+        let v = v.trim_matches([' ', '\t']);
         if v == "*" {
-            return TagList::Any;
+            return Some(TagList::Any);
         }
-        let tags = v
-            .split(',')
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .map(|t| {
-                let (weak, rest) = match t.strip_prefix("W/") {
-                    Some(r) => (true, r),
-                    None => (false, t),
-                };
-                match rest.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
-                    Some(opaque) => (weak, opaque.to_string()),
-                    // Never equal to a version: a quote cannot appear in an opaque tag.
-                    None => (weak, "\"".to_string()),
+        let etagc = |c: u8| c == b'!' || (b'#'..=b'~').contains(&c);
+        let mut tags = Vec::new();
+        let mut i = 0;
+        loop {
+            while i < b.len() && ws(b[i]) {
+                i += 1;
+            }
+            let weak = b[i..].starts_with(b"W/");
+            if weak {
+                i += 2;
+            }
+            let start = i;
+            let opaque = if b.get(i) == Some(&b'"') {
+                i += 1;
+                while i < b.len() && etagc(b[i]) {
+                    i += 1;
                 }
-            })
-            .collect();
-        TagList::Tags(tags)
+                if b.get(i) != Some(&b'"') {
+                    return None;
+                }
+                i += 1;
+                &b[start + 1..i - 1]
+            } else {
+                // Leniency: a bare token is the tag with its quotes left out.
+                while i < b.len() && etagc(b[i]) && b[i] != b',' {
+                    i += 1;
+                }
+                if i == start {
+                    return None;
+                }
+                &b[start..i]
+            };
+            tags.push((weak, String::from_utf8_lossy(opaque).into_owned()));
+            while i < b.len() && ws(b[i]) {
+                i += 1;
+            }
+            match b.get(i) {
+                None => return Some(TagList::Tags(tags)),
+                Some(b',') => i += 1,
+                Some(_) => return None,
+            }
+        }
     }
 
     /// Strong comparison (`If-Match`) against the current version.
@@ -122,15 +160,21 @@ impl Preconditions {
     /// Reads `If-Match` and `If-None-Match`.
     ///
     /// # Errors
-    /// 400 for a header that is not visible ASCII.
+    /// 400 for a header that is not `*` or a list of entity tags (`"12", W/"13"`).
     pub fn from_headers(h: &HeaderMap) -> ApiResult<Preconditions> {
         let get = |name: header::HeaderName| -> ApiResult<Option<TagList>> {
             match h.get(&name) {
                 None => Ok(None),
                 Some(v) => v
                     .to_str()
-                    .map(|s| Some(TagList::parse(s)))
-                    .map_err(|_| ApiError::bad_request(format!("invalid {name} header"))),
+                    .ok()
+                    .and_then(TagList::parse)
+                    .map(Some)
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "invalid {name} header: expected * or entity tags such as \"12\""
+                        ))
+                    }),
             }
         };
         Ok(Preconditions {
@@ -200,21 +244,23 @@ pub fn parse_ttl(text: &str) -> ApiResult<u64> {
 
 /// The TTL of a PUT: `?ttl=` wins over the `Cask-Ttl` header.
 fn ttl_of(uri: &Uri, headers: &HeaderMap) -> ApiResult<Option<u64>> {
+    // Both are checked; the query wins.
+    let header = match headers.get(TTL_HEADER) {
+        None => None,
+        Some(v) => {
+            let v = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("invalid Cask-Ttl header"))?;
+            Some(parse_ttl(v)?)
+        }
+    };
     for (name, value) in super::list::query_pairs(uri.query().unwrap_or("")) {
         if name == "ttl" {
             let v = String::from_utf8(value).map_err(|_| ApiError::bad_request("invalid ttl"))?;
             return parse_ttl(&v).map(Some);
         }
     }
-    match headers.get(TTL_HEADER) {
-        None => Ok(None),
-        Some(v) => {
-            let v = v
-                .to_str()
-                .map_err(|_| ApiError::bad_request("invalid Cask-Ttl header"))?;
-            parse_ttl(v).map(Some)
-        }
-    }
+    Ok(header)
 }
 
 fn expires_header(resp: &mut Response, expire_at: Option<u64>) {
@@ -270,11 +316,11 @@ fn not_modified(version: u64) -> Response {
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key (percent-encoded bytes; `/` allowed)", min_length = 1),
-        ("If-None-Match" = Option<String>, Header, description = "ETags (or `*`); 304 if one matches"),
-        ("If-Match" = Option<String>, Header, description = "ETags (or `*`); 412 unless one matches"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags (or `*`); 304 if one matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "ETags (or `*`); 412 unless one matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
     ),
     responses(
-        (status = 200, description = "The value's bytes", content_type = "application/octet-stream", body = Vec<u8>,
+        (status = 200, description = "The value's bytes", content_type = "application/octet-stream", body = RawBytes,
             headers(("ETag" = String, description = "The key's version, quoted"),
                     ("Cask-Expires-At" = Option<u64>, description = "Expiry in ms since the Unix epoch, if any"))),
         (status = 304, description = "If-None-Match matched", headers(("ETag" = String, description = "The key's version"))),
@@ -322,8 +368,8 @@ pub async fn get_key(State(state): State<AppState>, uri: Uri, headers: HeaderMap
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key", min_length = 1),
-        ("If-None-Match" = Option<String>, Header, description = "ETags (or `*`); 304 if one matches"),
-        ("If-Match" = Option<String>, Header, description = "ETags (or `*`); 412 unless one matches"),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "ETags (or `*`); 304 if one matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "ETags (or `*`); 412 unless one matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
     ),
     responses(
         (status = 200, description = "The key exists; Content-Length is the value's size",
@@ -504,14 +550,14 @@ pub(crate) fn delete_string(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key", min_length = 1),
-        ("ttl" = Option<String>, Query, description = "Time to live: `30s`, `5m`, `1h`, `250ms` or whole seconds; none clears any TTL"),
-        ("Cask-Ttl" = Option<String>, Header, description = "Time to live, if `?ttl=` is not given"),
-        ("If-Match" = Option<String>, Header, description = "Write only if the key's ETag is one of these (`*`: if it exists)"),
-        ("If-None-Match" = Option<String>, Header, description = "`*`: create only; ETags: write only if none matches"),
+        ("ttl" = Option<String>, Query, nullable = false, description = "Time to live: `30s`, `5m`, `1h`, `250ms` or whole seconds (any humantime duration is accepted); none clears any TTL", pattern = "^[1-9][0-9]{0,8}(ms|s|m|h)?$"),
+        ("Cask-Ttl" = Option<String>, Header, nullable = false, description = "Time to live, if `?ttl=` is not given", pattern = "^[1-9][0-9]{0,8}(ms|s|m|h)?$"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Write only if the key's ETag is one of these (`*`: if it exists)", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "`*`: create only; ETags: write only if none matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
     ),
     request_body(description = "The value: any bytes, any content type", content(
-        (Vec<u8> = "application/octet-stream"),
-        (String = "text/plain"),
+        (Option<RawBytes> = "application/octet-stream"),
+        (Option<String> = "text/plain"),
     )),
     responses(
         (status = 201, description = "Created", body = PutResult,
@@ -568,8 +614,8 @@ pub async fn put_key(
     tag = "kv",
     params(
         ("key" = String, Path, description = "The key", min_length = 1),
-        ("If-Match" = Option<String>, Header, description = "Delete only if the key's ETag is one of these"),
-        ("If-None-Match" = Option<String>, Header, description = "Delete only if no ETag matches"),
+        ("If-Match" = Option<String>, Header, nullable = false, description = "Delete only if the key's ETag is one of these", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
+        ("If-None-Match" = Option<String>, Header, nullable = false, description = "Delete only if no ETag matches", pattern = r#"^[ \t]*(\*|(W/)?("[!#-~]*"|[!#-+\--~]+)([ \t]*,[ \t]*(W/)?("[!#-~]*"|[!#-+\--~]+))*)[ \t]*$"#),
     ),
     responses(
         (status = 204, description = "Deleted"),
@@ -604,21 +650,38 @@ mod tests {
 
     #[test]
     fn tag_lists_follow_rfc_9110_comparison() {
-        let t = TagList::parse(r#""1", W/"2", junk"#);
+        assert_eq!(TagList::parse(r#""1", "junk"#), None);
+        assert_eq!(TagList::parse(r#""a b""#), None);
+        assert_eq!(TagList::parse("1,,2"), None);
+        assert_eq!(TagList::parse("1 2"), None);
+        assert_eq!(
+            TagList::parse("\t\"a,b\" ,\tW/\"\"\t"),
+            Some(TagList::Tags(vec![
+                (false, "a,b".into()),
+                (true, String::new())
+            ]))
+        );
+        assert_eq!(
+            TagList::parse(r#"7, W/8"#),
+            Some(TagList::Tags(vec![(false, "7".into()), (true, "8".into())]))
+        );
+        assert_eq!(TagList::parse(""), None);
+        assert_eq!(TagList::parse(r#""a"b""#), None);
+        let t = TagList::parse(r#""1", W/"2""#).unwrap();
         assert!(t.strong_match(Some(1)));
         assert!(!t.strong_match(Some(2)), "weak tags never match strongly");
         assert!(t.weak_match(Some(2)));
         assert!(!t.weak_match(Some(3)));
         assert!(!t.strong_match(None));
-        assert!(TagList::parse(" * ").strong_match(Some(9)));
-        assert!(!TagList::parse("*").weak_match(None));
+        assert!(TagList::parse(" * ").unwrap().strong_match(Some(9)));
+        assert!(!TagList::parse("*").unwrap().weak_match(None));
     }
 
     #[test]
     fn preconditions_give_304_for_reads_and_412_for_writes() {
         let pre = Preconditions {
             if_match: None,
-            if_none_match: Some(TagList::parse("\"5\"")),
+            if_none_match: TagList::parse("\"5\""),
         };
         assert_eq!(pre.evaluate(Some(5), true), Verdict::NotModified);
         assert_eq!(pre.evaluate(Some(5), false), Verdict::Failed);

@@ -14,7 +14,8 @@ use axum::extract::State;
 use axum::http::Uri;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::DecodePaddingMode;
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -24,8 +25,27 @@ use crate::server::keyspace::{NS_KEY, Value, engine_key};
 
 /// Page size when `limit` is not given.
 pub const DEFAULT_LIMIT: usize = 100;
-/// First byte of a cursor (its format version).
-const CURSOR_VERSION: u8 = 1;
+/// Cursors: base64url without padding; any string of that alphabet decodes (trailing bits
+/// are ignored), so every cursor the OpenAPI pattern allows is valid.
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+/// The syntax of a cursor.
+pub const CURSOR_PATTERN: &str = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$";
+
+/// How keys and values are encoded in the listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum Encoding {
+    /// UTF-8 as JSON strings, other bytes as `*_base64`.
+    Text,
+    /// Everything as `*_base64`.
+    Base64,
+}
 
 /// One listed key.
 #[derive(Debug, Serialize, ToSchema)]
@@ -111,15 +131,16 @@ fn parse_params(q: &str, max: usize) -> ApiResult<Params> {
             "start" => p.start = Some(v),
             "end" => p.end = Some(v),
             "limit" => {
-                let n: usize = text("limit", v)?.parse().map_err(|_| {
+                let n: u64 = text("limit", v)?.parse().map_err(|_| {
                     ApiError::bad_request("invalid limit: expected a positive integer")
                 })?;
-                if n == 0 || n > max {
-                    return Err(ApiError::bad_request(format!(
-                        "invalid limit: must be between 1 and {max} (--http-max-list-limit)"
-                    )));
+                if n == 0 || n > i32::MAX as u64 {
+                    return Err(ApiError::bad_request(
+                        "invalid limit: must be between 1 and 2147483647",
+                    ));
                 }
-                p.limit = Some(n);
+                // Larger pages are cut to --http-max-list-limit.
+                p.limit = Some(usize::try_from(n).unwrap_or(usize::MAX).min(max));
             }
             "reverse" => p.reverse = parse_bool("reverse", &v)?,
             "keys_only" => p.keys_only = parse_bool("keys_only", &v)?,
@@ -134,35 +155,28 @@ fn parse_params(q: &str, max: usize) -> ApiResult<Params> {
                     }
                 }
             }
-            "cursor" => p.cursor = Some(decode_cursor(&text("cursor", v)?)?),
+            "cursor" => {
+                let c = decode_cursor(&text("cursor", v)?)?;
+                // An empty cursor is the start of the listing.
+                p.cursor = (!c.is_empty()).then_some(c);
+            }
             _ => {}
         }
     }
     Ok(p)
 }
 
-/// A cursor: base64url of a version byte, a direction byte and the last key returned.
-fn encode_cursor(last: &[u8], reverse: bool) -> String {
-    let mut raw = Vec::with_capacity(last.len() + 2);
-    raw.push(CURSOR_VERSION);
-    raw.push(u8::from(reverse));
-    raw.extend_from_slice(last);
-    URL_SAFE_NO_PAD.encode(raw)
+/// A cursor: the last key returned, base64url-encoded. The next page starts after it in the
+/// listing's direction.
+fn encode_cursor(last: &[u8]) -> String {
+    CURSOR.encode(last)
 }
 
-/// The cursor's direction byte followed by its key.
+/// The key of a cursor.
 fn decode_cursor(c: &str) -> ApiResult<Vec<u8>> {
-    let raw = URL_SAFE_NO_PAD
-        .decode(c.trim_end_matches('='))
-        .map_err(|_| ApiError::bad_request("invalid cursor"))?;
-    match raw.as_slice() {
-        [CURSOR_VERSION, dir @ (0 | 1), key @ ..] => {
-            let mut out = vec![*dir];
-            out.extend_from_slice(key);
-            Ok(out)
-        }
-        _ => Err(ApiError::bad_request("invalid cursor")),
-    }
+    CURSOR
+        .decode(c)
+        .map_err(|_| ApiError::bad_request("invalid cursor"))
 }
 
 /// The smallest byte string greater than every string starting with `p`, if any.
@@ -222,14 +236,14 @@ fn encode_bytes(b: &[u8], base64: bool) -> (Option<String>, Option<String>) {
     path = "/v1/kv",
     tag = "kv",
     params(
-        ("prefix" = Option<String>, Query, description = "Only keys starting with this (percent-encoded bytes)"),
-        ("start" = Option<String>, Query, description = "First key (inclusive)"),
-        ("end" = Option<String>, Query, description = "Last key (exclusive)"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to --http-max-list-limit (default 10000); default 100", minimum = 1),
-        ("reverse" = Option<bool>, Query, description = "Descending order"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
-        ("keys_only" = Option<bool>, Query, description = "Do not read values (no `type`, no `value`)"),
-        ("encoding" = Option<String>, Query, description = "`text` (default: UTF-8 as strings, other bytes as `*_base64`) or `base64` (everything as `*_base64`)"),
+        ("prefix" = Option<String>, Query, nullable = false, description = "Only keys starting with this (percent-encoded bytes)"),
+        ("start" = Option<String>, Query, nullable = false, description = "First key (inclusive)"),
+        ("end" = Option<String>, Query, nullable = false, description = "Last key (exclusive)"),
+        ("limit" = Option<i32>, Query, nullable = false, description = "Page size, default 100; larger than --http-max-list-limit (default 10000) is cut to it", minimum = 1),
+        ("reverse" = Option<bool>, Query, nullable = false, description = "Descending order"),
+        ("cursor" = Option<String>, Query, nullable = false, description = "`next_cursor` of the previous page (empty: the start)", pattern = "^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$"),
+        ("keys_only" = Option<bool>, Query, nullable = false, description = "Do not read values (no `type`, no `value`)"),
+        ("encoding" = Option<Encoding>, Query, nullable = false, description = "`text` (default: UTF-8 as strings, other bytes as `*_base64`) or `base64` (everything as `*_base64`)"),
     ),
     responses(
         (status = 200, description = "A page of keys", body = Page),
@@ -265,13 +279,7 @@ fn list_page(state: &AppState, query: &str) -> ApiResult<Page> {
     if let Some(end) = &p.end {
         hi = min_hi(hi, Bound::Excluded(engine_key(DB, end)));
     }
-    if let Some(c) = &p.cursor {
-        let (dir, last) = (c[0] == 1, &c[1..]);
-        if dir != p.reverse {
-            return Err(ApiError::bad_request(
-                "invalid cursor: it was made for the other direction",
-            ));
-        }
+    if let Some(last) = &p.cursor {
         if p.reverse {
             hi = min_hi(hi, Bound::Excluded(engine_key(DB, last)));
         } else {
@@ -331,7 +339,7 @@ fn list_page(state: &AppState, query: &str) -> ApiResult<Page> {
         items.push(entry);
     }
     let next_cursor = match (more, last) {
-        (true, Some(l)) => Some(encode_cursor(&l, p.reverse)),
+        (true, Some(l)) => Some(encode_cursor(&l)),
         _ => None,
     };
     Ok(Page { items, next_cursor })
@@ -359,9 +367,13 @@ mod tests {
 
     #[test]
     fn cursors_round_trip_and_junk_is_refused() {
-        let c = encode_cursor(b"k\x00ey", true);
-        assert_eq!(decode_cursor(&c).unwrap(), b"\x01k\x00ey".to_vec());
-        for bad in ["", "!!", "AAAA", "_w"] {
+        let c = encode_cursor(b"k\x00ey");
+        assert_eq!(decode_cursor(&c).unwrap(), b"k\x00ey".to_vec());
+        // Whatever matches the documented pattern decodes.
+        for ok in ["", "AA", "_w", "abc", "AAAA", "AAAAz-"] {
+            assert!(decode_cursor(ok).is_ok(), "{ok}");
+        }
+        for bad in ["!!", "A", "a b", "+/", "AAAAA"] {
             assert!(decode_cursor(bad).is_err(), "{bad}");
         }
     }

@@ -20,8 +20,8 @@ use super::{batch, blobs, error, kv, list, ops};
         ops::health, ops::metrics, ops::openapi_json,
     ),
     components(schemas(
-        error::ErrorBody, kv::PutResult, list::Page, list::Entry,
-        batch::BatchRequest, batch::BatchOp, batch::OpKind, batch::BatchResult,
+        error::ErrorBody, kv::PutResult, kv::RawBytes, list::Page, list::Entry,
+        batch::BatchRequest, batch::BatchOp, batch::Data, batch::BatchResult, list::Encoding,
         blobs::BlobMeta, ops::Health,
     )),
     modifiers(&Bearer),
