@@ -17,7 +17,7 @@ cd "$src"
 out=$(mktemp)
 # --durable turns a test's exception (an unknown command, say) into a failure and goes on.
 ./runtest --host 127.0.0.1 --port "$port" --singledb --ignore-encoding --ignore-digest \
-    --tags "-needs:debug -needs:repl" --durable --clients 1 --timeout 300 \
+    --tags "-needs:debug -needs:repl -needs:config-maxmemory" --durable --clients 1 --timeout 300 \
     "${args[@]}" > "$out" 2>&1 || true
 awk '
     /Testing unit\// { sub(/.*Testing /, ""); sub(/\x1b\[0m/, ""); unit = $0 }
