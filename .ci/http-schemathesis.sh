@@ -28,7 +28,7 @@ if [ -z "$st" ]; then
         fi
         "$venv/bin/pip" install -q --disable-pip-version-check schemathesis
     fi
-    st="$venv/bin/schemathesis"
+    st="$PWD/$venv/bin/schemathesis"
 fi
 
 dir=$(mktemp -d)
@@ -56,7 +56,9 @@ grep -q '^cask: http listening on' "$log" || { cat "$log" >&2; echo "http-schema
 base="http://127.0.0.1:$http_port"
 
 status=0
-"$st" --config-file .ci/schemathesis.toml run "$base/openapi.json" \
+# Run from the temporary directory: schemathesis keeps a cache in its working directory.
+root=$PWD
+(cd "$dir" && "$st" --config-file "$root/.ci/schemathesis.toml" run "$base/openapi.json" \
     --header "Authorization: Bearer $pw" \
     --checks all \
     --max-examples "$max_examples" \
@@ -64,7 +66,7 @@ status=0
     --seed 20261124 \
     --generation-database none \
     --no-color \
-    --request-timeout 10 || status=$?
+    --request-timeout 10) || status=$?
 
 kill -0 "$pid" 2>/dev/null || { cat "$log" >&2; echo "http-schemathesis: the server died during the run" >&2; exit 1; }
 kill -TERM "$pid"
