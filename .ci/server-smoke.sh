@@ -29,7 +29,7 @@ fail() {
 
 start() {
     : > "$log"
-    "$bin" --dir "$dir/data" serve --port 0 --sync always >"$log" 2>&1 &
+    "$bin" --dir "$dir/data" serve --port 0 --http-port 0 --sync always >"$log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do
         port=$(sed -n 's/^cask: listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$log")
