@@ -89,7 +89,7 @@ fn reopen_after_crash(dir: &Path) -> cask_engine::Result<Db> {
     loop {
         match Db::open(dir, fast_opts()) {
             Err(cask_engine::Error::Locked { .. }) if std::time::Instant::now() < deadline => {
-                thread::sleep(std::time::Duration::from_millis(5));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
             other => return other,
         }
