@@ -54,10 +54,10 @@ fill small 10
 fill big "$big"
 echo "filled: $(redis-cli -p "$port" HLEN big:hash) hash fields, $(redis-cli -p "$port" SCARD big:set) set members, $(redis-cli -p "$port" ZCARD big:zset) zset members, $(redis-cli -p "$port" LLEN big:list) list elements in $(( $(date +%s) - start )) s"
 
-bench() { # label r command...
-    local label=$1 r=$2; shift 2
+bench() { # label r command... -> requests per second
+    local r=$2; shift 2
     redis-benchmark -p "$port" -c 50 -n "$n" -r "$r" -q "$@" 2>/dev/null | tr '\r' '\n' \
-        | grep -E 'requests per second' | tail -1 | awk -v l="$label" '{ print l, $2 }'
+        | grep -oE '[0-9.]+ requests per second' | tail -1 | awk '{ print $1 }'
 }
 printf '%-28s %12s %12s %7s\n' command small big ratio
 for round in $(seq 1 "$repeat"); do
@@ -69,7 +69,6 @@ for round in $(seq 1 "$repeat"); do
             lpush) s=$(bench s 10 LPUSH small:list v); b=$(bench b 10 LPUSH big:list v); name="LPUSH key v" ;;
             lmove) s=$(bench s 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench b 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
         esac
-        s=${s#* }; b=${b#* }
         awk -v n="$name" -v s="$s" -v b="$b" 'BEGIN { printf "%-28s %12.0f %12.0f %7.2f\n", n, s, b, b / s }'
     done
 done
