@@ -491,3 +491,37 @@ fn zrandmember_and_zscan_cover_big_sets() {
         .unwrap();
     assert_eq!(v, vec!["member:05998", "member:05999"]);
 }
+
+/// Regression (Redis suite "BZPOPMIN, ZADD + DEL + SET should not awake blocked client"): a
+/// blocked client woken by a key that ends up holding a string keeps waiting and times
+/// out, instead of getting WRONGTYPE.
+#[test]
+fn blocked_pop_ignores_a_key_that_became_a_string() {
+    let (_d, s) = start();
+    let mut blocked = conn(&s);
+    let mut other = conn(&s);
+    let waiter = std::thread::spawn(move || {
+        let started = Instant::now();
+        let reply: redis::RedisResult<Value> =
+            redis::cmd("BZPOPMIN").arg("z").arg(1.0).query(&mut blocked);
+        (reply, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let reply: Value = redis::pipe()
+        .atomic()
+        .cmd("ZADD")
+        .arg("z")
+        .arg(1)
+        .arg("a")
+        .cmd("DEL")
+        .arg("z")
+        .cmd("SET")
+        .arg("z")
+        .arg("foo")
+        .query(&mut other)
+        .unwrap();
+    assert!(matches!(reply, Value::Array(_)), "{reply:?}");
+    let (reply, waited) = waiter.join().unwrap();
+    assert_eq!(reply.unwrap(), Value::Nil, "timed out with a null reply");
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+}

@@ -1163,12 +1163,21 @@ fn bzpop_try(ctx: &mut Ctx<'_>, args: &[Bytes], max: bool) -> CmdResult<Option<F
     }))
 }
 
+/// A blocked client woken by a key that now holds another type keeps waiting, as in Redis
+/// (ZADD + DEL + SET in one transaction must not serve it a WRONGTYPE error).
+fn keep_waiting_on_wrong_type(r: CmdResult<Option<Frame>>) -> CmdResult<Option<Frame>> {
+    match r {
+        Err(e) if e == CmdError::wrong_type() => Ok(None),
+        other => other,
+    }
+}
+
 fn bzpopmin_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    bzpop_try(ctx, args, false)
+    keep_waiting_on_wrong_type(bzpop_try(ctx, args, false))
 }
 
 fn bzpopmax_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    bzpop_try(ctx, args, true)
+    keep_waiting_on_wrong_type(bzpop_try(ctx, args, true))
 }
 
 /// `numkeys key... MIN|MAX [COUNT count]` of ZMPOP and BZMPOP: (keys, max, count).
@@ -1235,7 +1244,7 @@ pub fn bzmpop(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
 }
 
 fn bzmpop_retry(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Option<Frame>> {
-    mpop_try(ctx, &args[1..])
+    keep_waiting_on_wrong_type(mpop_try(ctx, &args[1..]))
 }
 
 // ---------------------------------------------------------------------------------------
