@@ -102,9 +102,16 @@ impl Db {
         }
         // Make sure sealed segments have hints (outputs need none: they get their own).
         self.write_pending_hints()?;
-        let active = inner.writer.lock().active.as_ref().map(|a| a.id);
+        // The active segment and the segment list in one snapshot, under the writer lock:
+        // a rotation between the two would make the new active segment look sealed, and
+        // compacting (then deleting) a segment that writers still append to loses every
+        // record appended after its scan (found by concurrency::compaction_races_writers_and_readers).
+        let (active, all) = {
+            let w = inner.writer.lock();
+            let all: Vec<Arc<Segment>> = inner.segments.read().values().cloned().collect();
+            (w.active.as_ref().map(|a| a.id), all)
+        };
         let live = inner.keydir.read().live.clone();
-        let all: Vec<Arc<Segment>> = inner.segments.read().values().cloned().collect();
         let sealed: Vec<&Arc<Segment>> = all.iter().filter(|s| Some(s.id) != active).collect();
         let dead = |s: &Segment| {
             let bytes = s.len.load(Ordering::Relaxed);
