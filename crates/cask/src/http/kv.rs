@@ -435,10 +435,24 @@ pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool) {
         .after_write(store, &[bytes::Bytes::copy_from_slice(key)]);
 }
 
-/// The result of a write under the stripe lock.
-struct Written {
-    version: u64,
-    created: bool,
+/// The key's current version for a compare-and-set. Conditional requests apply only to
+/// strings, so with preconditions the value is read to check its type (409 otherwise);
+/// without, the index alone answers.
+fn current_version(
+    store: &crate::server::keyspace::Store,
+    ek: &[u8],
+    pre: &Preconditions,
+) -> ApiResult<Option<u64>> {
+    if !pre.any() {
+        return Ok(store.db.metadata(ek)?.map(|m| m.version));
+    }
+    match store.db.get_versioned(ek)? {
+        Some((raw, v)) => {
+            string_payload(&raw)?;
+            Ok(Some(v))
+        }
+        None => Ok(None),
+    }
 }
 
 /// Sets `key` to `value` if the preconditions hold, as one compare-and-set in the engine.
@@ -461,18 +475,7 @@ pub(crate) fn put_string(
     // Overwriting a collection leaves its elements to the sweeper.
     let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
     for _ in 0..CAS_RETRIES {
-        let current = if pre.any() {
-            // Conditional writes only apply to strings: read the type.
-            match store.db.get_versioned(&ek)? {
-                Some((raw, v)) => {
-                    string_payload(&raw)?;
-                    Some(v)
-                }
-                None => None,
-            }
-        } else {
-            store.db.metadata(&ek)?.map(|m| m.version)
-        };
+        let current = current_version(store, &ek, pre)?;
         if pre.evaluate(current, false) != Verdict::Proceed {
             return Err(ApiError::precondition_failed());
         }
@@ -481,12 +484,8 @@ pub(crate) fn put_string(
             .set_if(&ek, current, &stored, WriteOptions { expire_at })
         {
             Ok(version) => {
-                let w = Written {
-                    version,
-                    created: current.is_none(),
-                };
                 after_write(state, key, sweep);
-                return Ok((w.version, w.created));
+                return Ok((version, current.is_none()));
             }
             Err(cask_engine::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -511,17 +510,7 @@ pub(crate) fn delete_string(
     let _locks = store.lock(DB, &[key]);
     let sweep = store.may_hold_collection(DB, key).unwrap_or(true);
     for _ in 0..CAS_RETRIES {
-        let current = if pre.any() {
-            match store.db.get_versioned(&ek)? {
-                Some((raw, v)) => {
-                    string_payload(&raw)?;
-                    Some(v)
-                }
-                None => None,
-            }
-        } else {
-            store.db.metadata(&ek)?.map(|m| m.version)
-        };
+        let current = current_version(store, &ek, pre)?;
         if pre.evaluate(current, false) != Verdict::Proceed {
             return Err(ApiError::precondition_failed());
         }

@@ -95,25 +95,7 @@ pub fn hmget(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
 
 /// HDEL key field [field ...]
 pub fn hdel(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    let key = &args[0];
-    let db = ctx.db();
-    let store = &ctx.shared.store;
-    let _lock = store.lock(db, &[key]);
-    let Some(mut ch) = Change::existing(store, db, key, TYPE_HASH)? else {
-        return Ok(Frame::Integer(0));
-    };
-    let mut removed = 0;
-    for f in &args[1..] {
-        if ch.remove(f)? {
-            removed += 1;
-        }
-    }
-    if removed > 0
-        && let Some(v) = ch.commit()?
-    {
-        ctx.wrote(v);
-    }
-    Ok(Frame::Integer(removed))
+    super::set::remove_elements(ctx, args, TYPE_HASH)
 }
 
 /// HEXISTS key field

@@ -470,16 +470,22 @@ pub fn sadd(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
 
 /// SREM key member [member ...]
 pub fn srem(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    remove_elements(ctx, args, TYPE_SET)
+}
+
+/// `key sub...`: removes the named elements (set members, hash fields) of a collection of
+/// type `tag`, one record each; replies with how many existed (SREM, HDEL).
+pub(super) fn remove_elements(ctx: &mut Ctx<'_>, args: &[Bytes], tag: u8) -> CmdResult<Frame> {
     let key = &args[0];
     let db = ctx.db();
     let store = &ctx.shared.store;
     let _lock = store.lock(db, &[key]);
-    let Some(mut ch) = Change::existing(store, db, key, TYPE_SET)? else {
+    let Some(mut ch) = Change::existing(store, db, key, tag)? else {
         return Ok(Frame::Integer(0));
     };
     let mut removed = 0;
-    for m in &args[1..] {
-        if ch.remove(m)? {
+    for sub in &args[1..] {
+        if ch.remove(sub)? {
             removed += 1;
         }
     }
