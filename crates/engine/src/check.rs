@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hint;
 use crate::options::Options;
-use crate::record::{self, HEADER_LEN, Header, Kind};
-use crate::segment::{self, FileName, SEGMENT_HEADER_LEN, hint_path, segment_path};
+use crate::record::{HEADER_LEN, Header, Kind};
+use crate::segment::{self, FileName, SEGMENT_HEADER_LEN, hint_path, record_at, segment_path};
 
 /// One problem found by [`check`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,19 +166,49 @@ pub fn check(
 
 /// Finds the intact records of a segment image. Returns their byte ranges and the damaged
 /// ranges between them.
+/// Whether anything after the damage at `offset` in a segment's bytes was ever acknowledged:
+/// an intact put or delete, or a batch whose operations and commit are all intact.
+///
+/// Recovery asks this about damage in the tail segment. A write is acknowledged only once
+/// every byte before its end is durable, so when nothing acknowledged follows the damage it
+/// is the remnant of unsynced writes that reached the disk partly and out of order (a torn
+/// tail, cut off), not corruption of acknowledged data (refused).
+pub(crate) fn acknowledged_after(data: &[u8], offset: u64, path: &Path) -> bool {
+    // Any intact record counts, even one over the configured limits (they may have been
+    // lowered since it was written).
+    let (intact, mut problems) = walk_from(data, offset as usize + 1, path, usize::MAX, usize::MAX);
+    !whole_batches(data, path, intact, &mut problems).is_empty()
+}
+
 fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Problem>) {
+    walk_from(
+        data,
+        SEGMENT_HEADER_LEN as usize,
+        path,
+        opts.max_key_size,
+        opts.max_value_size,
+    )
+}
+
+fn walk_from(
+    data: &[u8],
+    start: usize,
+    path: &Path,
+    max_key: usize,
+    max_value: usize,
+) -> (Vec<(u64, u64)>, Vec<Problem>) {
     let mut intact = Vec::new();
     let mut problems = Vec::new();
-    let mut pos = SEGMENT_HEADER_LEN as usize;
+    let mut pos = start;
     while pos < data.len() {
-        match record_at(data, pos, opts) {
+        match record_at(data, pos, max_key, max_value) {
             Ok(end) => {
                 intact.push((pos as u64, end as u64));
                 pos = end;
             }
             Err(reason) => {
                 let next = (pos + 1..data.len())
-                    .find(|p| record_at(data, *p, opts).is_ok())
+                    .find(|p| record_at(data, *p, max_key, max_value).is_ok())
                     .unwrap_or(data.len());
                 problems.push(Problem {
                     path: path.to_owned(),
@@ -261,23 +291,4 @@ fn whole_batches(
         drop_batch(&mut pending, None, problems);
     }
     kept
-}
-
-fn record_at(data: &[u8], pos: usize, opts: &Options) -> Result<usize, &'static str> {
-    let rest = &data[pos..];
-    if rest.len() < HEADER_LEN {
-        return Err("incomplete record header");
-    }
-    let h = Header::decode(rest[..HEADER_LEN].try_into().expect("header"))?;
-    if h.key_len as usize > opts.max_key_size || h.value_len as usize > opts.max_value_size {
-        return Err("record lengths exceed the configured limits");
-    }
-    let len = h.record_len() as usize;
-    if len > rest.len() {
-        return Err("record extends past the end of the file");
-    }
-    if !record::verify(&rest[..len]) {
-        return Err("record checksum mismatch");
-    }
-    Ok(pos + len)
 }

@@ -197,7 +197,9 @@ impl Db {
             inner,
             defer_sync: false,
         };
-        db.start_background();
+        if db.inner.opts.background_threads {
+            db.start_background();
+        }
         Ok(db)
     }
 
@@ -1273,6 +1275,16 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     })
 }
 
+/// Whether the tail segment holds an acknowledged write after the damage at `offset`
+/// (see [`crate::check::acknowledged_after`]). Reads the whole segment: this runs only when
+/// recovery meets damage followed by non-zero bytes.
+fn acknowledged_after(seg: &Segment, offset: u64) -> Result<bool> {
+    let len = seg.len.load(Ordering::Relaxed);
+    let mut data = vec![0u8; len as usize];
+    seg.file.read_exact_at(&mut data, 0)?;
+    Ok(crate::check::acknowledged_after(&data, offset, &seg.path))
+}
+
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the
 /// truncation point for a torn tail).
 fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> Result<u64> {
@@ -1333,7 +1345,10 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> R
                 }
             }
             Err(bad) => {
-                if is_tail && bad.at_tail {
+                let torn = is_tail
+                    && !bad.over_limits
+                    && (bad.at_tail || !acknowledged_after(seg, bad.offset)?);
+                if torn {
                     warn!(
                         "{}: torn record at offset {} ({})",
                         seg.path.display(),

@@ -104,6 +104,12 @@ pub struct Options {
     pub use_hint_files: bool,
     /// Create the directory if it does not exist. Default true.
     pub create_if_missing: bool,
+    /// Start the background threads (the interval fsync, hint files and compaction).
+    /// Default true. Without them nothing happens unless called: `sync` makes
+    /// `SyncPolicy::Interval` writes durable, `write_pending_hints` writes hint files and
+    /// `compact` compacts. For callers that schedule the work themselves, and the fuzzers
+    /// (which open thousands of databases a second).
+    pub background_threads: bool,
     /// The clock used for expiry.
     pub clock: Arc<dyn Clock>,
     /// The file-system seam; tests swap it for one that injects faults.
@@ -124,6 +130,7 @@ impl Default for Options {
             compaction_interval: Duration::from_secs(10),
             use_hint_files: true,
             create_if_missing: true,
+            background_threads: true,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(OsVfs),
         }

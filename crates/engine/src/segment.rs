@@ -219,6 +219,9 @@ pub struct BadRecord {
     /// Whether the damage runs to the end of the file (a torn write) rather than being
     /// followed by more data (corruption).
     pub at_tail: bool,
+    /// The record is whole in the file but over the configured size limits: it was
+    /// written, never torn, and must not be cut off whatever follows it.
+    pub over_limits: bool,
 }
 
 const WINDOW: usize = 1 << 20;
@@ -308,6 +311,7 @@ impl<'a> Scanner<'a> {
             offset,
             reason: reason.into(),
             at_tail,
+            over_limits: false,
         })
     }
 
@@ -346,6 +350,7 @@ impl<'a> Scanner<'a> {
                     offset,
                     reason: "record lengths exceed the configured limits".into(),
                     at_tail: false,
+                    over_limits: true,
                 }));
             }
             return Ok(Err(self.bad(
@@ -402,6 +407,31 @@ impl<'a> Scanner<'a> {
             value,
         })))
     }
+}
+
+/// The end of the intact record at `data[pos..]`, or why there is none there.
+pub(crate) fn record_at(
+    data: &[u8],
+    pos: usize,
+    max_key: usize,
+    max_value: usize,
+) -> std::result::Result<usize, &'static str> {
+    let rest = &data[pos..];
+    if rest.len() < HEADER_LEN {
+        return Err("incomplete record header");
+    }
+    let h = Header::decode(rest[..HEADER_LEN].try_into().expect("header"))?;
+    if h.key_len as usize > max_key || h.value_len as usize > max_value {
+        return Err("record lengths exceed the configured limits");
+    }
+    let len = h.record_len() as usize;
+    if len > rest.len() {
+        return Err("record extends past the end of the file");
+    }
+    if !record::verify(&rest[..len]) {
+        return Err("record checksum mismatch");
+    }
+    Ok(pos + len)
 }
 
 /// A batch commit record's operation count.

@@ -112,17 +112,6 @@ fn assert_one_of(got: &Model, acked: &Model, failed: Option<&Model>, ctx: &str) 
     );
 }
 
-/// Repairs a directory whose open was refused; the repair must find the damage.
-fn refused_open_torn(mem: &MemVfs, ctx: &str) {
-    let opts = Options {
-        vfs: Arc::new(mem.clone()),
-        ..Options::default()
-    };
-    let report = cask_engine::check(&dir(), &opts, true, &mut |_, _| {})
-        .unwrap_or_else(|e| panic!("{ctx}: check --repair: {e:?}"));
-    assert!(!report.is_ok(), "{ctx}: open refused, check found nothing");
-}
-
 #[test]
 fn crash_reopen_write_then_power_loss_keeps_acknowledged_writes() {
     for n in 1..5000u64 {
@@ -170,7 +159,6 @@ fn crash_reopen_write_then_power_loss_keeps_acknowledged_writes() {
 /// A fault at operation N, then a power loss with the given writeback.
 fn fault_then_power_loss(target: Target, mode: Mode, errno: i32, block: usize) -> u64 {
     let mut hits = 0;
-    let mut torn_refusals = 0;
     for n in 1..5000u64 {
         let ctx = format!("{target:?} {mode:?} errno {errno} at op {n}, {block}-byte blocks");
         let mem = MemVfs::new();
@@ -227,24 +215,17 @@ fn fault_then_power_loss(target: Target, mode: Mode, errno: i32, block: usize) -
                 .map(|n| (mem.file(&dir().join(&n)).map(|f| f.len()), n))
                 .collect()
         };
+        // A later sector of an unsynced, unacknowledged write may have landed without an
+        // earlier one: recovery must see that nothing acknowledged follows the damage and
+        // cut it off as a torn tail, never refuse to open (regression: it used to).
         let db = match try_open(&mem, SyncPolicy::Always, 2048) {
             Ok((db, _)) => db,
-            Err(e) => {
-                // Known limitation (docs/RELIABILITY.md): a later sector of the unsynced,
-                // unacknowledged write landed without an earlier one, so the tail segment
-                // holds damage followed by data, which recovery refuses as corruption.
-                // Loud, never wrong: `check --repair` then yields the acknowledged state.
-                assert!(e.is_corruption(), "{ctx}: open: {e:?}; files {files:?}");
-                refused_open_torn(&mem, &ctx);
-                torn_refusals += 1;
-                open(&mem, SyncPolicy::Always, 2048).0
-            }
+            Err(e) => panic!("{ctx}: open after a power loss: {e:?}; files {files:?}"),
         };
         assert_one_of(&contents(&db), &acked, failed.as_ref(), &ctx);
         if !triggered {
             eprintln!(
-                "{target:?} {mode:?} errno {errno}, {block}-byte blocks: {hits} runs met the \
-                 fault; {torn_refusals} opens refused a reordered torn tail (repaired)"
+                "{target:?} {mode:?} errno {errno}, {block}-byte blocks: {hits} runs met the fault"
             );
             return hits;
         }
@@ -278,7 +259,6 @@ fn faults_then_torn_power_loss() {
 /// 4 KiB pages (later ones without earlier ones). Every acknowledged write must survive.
 #[test]
 fn group_commit_with_reordered_writeback() {
-    let mut refusals = 0;
     for round in 0..24u64 {
         let block = if round % 2 == 0 { 512 } else { 4096 };
         let mem = MemVfs::new();
@@ -312,21 +292,13 @@ fn group_commit_with_reordered_writeback() {
         let ctx = format!("round {round}, {block}-byte blocks");
         let db = match try_open(&mem, SyncPolicy::Always, 64 * 1024) {
             Ok((db, _)) => db,
-            Err(e) => {
-                // The known limitation (see `faults_then_torn_power_loss`): refused loudly,
-                // and the repair must keep every acknowledged write.
-                assert!(e.is_corruption(), "{ctx}: open: {e:?}");
-                refused_open_torn(&mem, &ctx);
-                refusals += 1;
-                open(&mem, SyncPolicy::Always, 64 * 1024).0
-            }
+            Err(e) => panic!("{ctx}: open after a power loss: {e:?}"),
         };
         let got = contents(&db);
         for (k, v) in acked.iter().flatten() {
             assert_eq!(got.get(k), Some(v), "{ctx}: acknowledged write lost");
         }
     }
-    eprintln!("group commit: 24 rounds, {refusals} opens refused a reordered torn tail (repaired)");
 }
 
 #[test]

@@ -7,6 +7,8 @@
 //!   read reports `Corruption` naming that segment (or `Format` for a damaged file magic),
 //!   and no value that differs from the model is ever returned.
 //! - Damaged, truncated or missing hint files: the segment is scanned instead; same data.
+//! - Damage in the tail segment followed only by remnants of unacknowledged writes (a
+//!   reordered writeback) is cut off; damage followed by an intact write is refused.
 
 mod common;
 
@@ -119,6 +121,75 @@ fn torn_batch_is_invisible() {
         assert_matches(&db, before, 0, &format!("batch cut at {cut}"));
         assert_eq!(db.get(b"new").unwrap(), None);
         assert!(db.get(b"key2").unwrap().is_some());
+    }
+}
+
+fn zero_range(path: &Path, from: u64, to: u64) {
+    let mut bytes = std::fs::read(path).unwrap();
+    bytes[from as usize..to as usize].fill(0);
+    std::fs::write(path, bytes).unwrap();
+}
+
+/// A power loss during the last two (unsynced, unacknowledged) writes, with the disk's
+/// writeback reordered: a sector in the middle of each never landed, while the bytes after
+/// them did. Nothing acknowledged follows the first damage, so recovery must cut the tail
+/// off and open at the state before those writes (it used to refuse with `Corruption`).
+#[test]
+fn reordered_torn_tail_is_cut_when_nothing_acknowledged_follows() {
+    let src = tempfile::tempdir().unwrap();
+    let (states, _) = build_history(src.path());
+    let n = states.len();
+    let (batch_start, before) = &states[n - 3];
+    let (batch_end, _) = &states[n - 2];
+    let (put_end, _) = &states[n - 1];
+    let work = tempfile::tempdir().unwrap();
+    copy_dir(src.path(), work.path());
+    let seg = segment_files(work.path()).pop().unwrap();
+    // The key of the batch's first operation, and the middle of the last put (not its end).
+    zero_range(&seg, batch_start + 29, batch_start + 33);
+    zero_range(&seg, batch_end + 5, put_end - 3);
+    let db = Db::open(work.path(), fast_opts()).expect("a reordered torn tail must open");
+    assert_matches(&db, before, 0, "reordered torn tail");
+    // The damage is gone before the next append.
+    let mut want = before.clone();
+    let ver = db.set(b"after", b"crash").unwrap();
+    want.set(b"after", b"crash", None, ver);
+    db.close().unwrap();
+    drop(db);
+    let db = Db::open(work.path(), fast_opts()).unwrap();
+    assert_matches(
+        &db,
+        &want,
+        0,
+        "reordered torn tail, after a write and reopen",
+    );
+}
+
+/// Damage in the tail segment followed by an intact, complete write is not a torn tail: that
+/// write may have been acknowledged, so recovery must refuse rather than cut it off.
+#[test]
+fn tail_damage_before_an_intact_write_is_refused() {
+    let src = tempfile::tempdir().unwrap();
+    let (states, _) = build_history(src.path());
+    let n = states.len();
+    let (batch_start, _) = &states[n - 3];
+    let (batch_end, _) = &states[n - 2];
+    for (from, to, what) in [
+        // The key of the delete before the batch; the batch and the put after it are intact.
+        (states[n - 4].0 + 29, states[n - 4].0 + 31, "a delete"),
+        // The key of the batch's first operation; the put after it is intact.
+        (batch_start + 29, batch_start + 33, "a batch"),
+        // The batch's commit record; the put after it is intact.
+        (batch_end - 4, *batch_end, "a batch commit"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), work.path());
+        let seg = segment_files(work.path()).pop().unwrap();
+        zero_range(&seg, from, to);
+        match Db::open(work.path(), fast_opts()) {
+            Err(e) => assert!(e.is_corruption(), "damaged {what}: {e:?}"),
+            Ok(_) => panic!("damage in {what} before an intact write must be refused"),
+        }
     }
 }
 
