@@ -3,7 +3,9 @@
 # Starts `cask serve --sync interval`, fills one hash, set, sorted set and list with 1 M
 # elements (variadic commands through redis-cli --pipe) and one of each with 10, then runs
 # the same redis-benchmark command against the small and the large key, alternating, and
-# prints ops/s and the large/small ratio (1.0: no slowdown).
+# prints ops/s and the large/small ratio (1.0: no slowdown). With PEER=1 (default when
+# redis-server is installed) the same keys are loaded into a redis-server (no persistence)
+# on port+1 and measured in the same run, so cask's ratio sits beside Redis's own.
 #
 #   cargo build --release -p cask
 #   bench/collection-scale.sh [target/release/cask]
@@ -20,17 +22,32 @@ n=${N:-200000}
 big=${BIG:-1000000}
 port=${PORT:-7481}
 repeat=${REPEAT:-2}
+tests=${TESTS:-hset sadd zadd lpush lmove}
 tmp=$(mktemp -d)
+peer=${PEER:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 pid=
-cleanup() { [ -n "$pid" ] && kill "$pid" 2>/dev/null || true; rm -rf "$tmp"; }
+rpid=
+cleanup() {
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    [ -n "$rpid" ] && kill "$rpid" 2>/dev/null || true
+    rm -rf "$tmp"
+}
 trap cleanup EXIT
 
 "$bin" --dir "$tmp/data" serve --port "$port" --sync interval 2>"$tmp/cask.log" &
 pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
+ports=$port
+if [ "$peer" = 1 ]; then
+    mkdir -p "$tmp/redis"
+    redis-server --port $((port + 1)) --save '' --appendonly no --dir "$tmp/redis" >/dev/null 2>&1 &
+    rpid=$!
+    for _ in $(seq 1 100); do redis-cli -p $((port + 1)) PING >/dev/null 2>&1 && break; sleep 0.1; done
+    ports="$port $((port + 1))"
+fi
 
-fill() { # key-prefix count
-    python3 - "$1" "$2" <<'PY' | redis-cli -p "$port" --pipe >/dev/null
+fill() { # key-prefix count port
+    python3 - "$1" "$2" <<'PY' | redis-cli -p "$3" --pipe >/dev/null
 import sys
 prefix, count = sys.argv[1], int(sys.argv[2])
 out = sys.stdout.buffer
@@ -49,27 +66,32 @@ for lo in range(0, count, step):
     cmd("RPUSH", f"{prefix}:list", *["v"] * (hi - lo))
 PY
 }
-start=$(date +%s)
-fill small 10
-fill big "$big"
-echo "filled: $(redis-cli -p "$port" HLEN big:hash) hash fields, $(redis-cli -p "$port" SCARD big:set) set members, $(redis-cli -p "$port" ZCARD big:zset) zset members, $(redis-cli -p "$port" LLEN big:list) list elements in $(( $(date +%s) - start )) s"
+for p in $ports; do
+    start=$(date +%s)
+    fill small 10 "$p"
+    fill big "$big" "$p"
+    echo "port $p filled: $(redis-cli -p "$p" HLEN big:hash) hash fields, $(redis-cli -p "$p" SCARD big:set) set members, $(redis-cli -p "$p" ZCARD big:zset) zset members, $(redis-cli -p "$p" LLEN big:list) list elements in $(( $(date +%s) - start )) s"
+done
 
-bench() { # label r command... -> requests per second
-    local r=$2; shift 2
-    redis-benchmark -p "$port" -c 50 -n "$n" -r "$r" -q "$@" 2>/dev/null | tr '\r' '\n' \
+bench() { # port r command... -> requests per second
+    local p=$1 r=$2; shift 2
+    redis-benchmark -p "$p" -c 50 -n "$n" -r "$r" -q "$@" 2>/dev/null | tr '\r' '\n' \
         | grep -oE '[0-9.]+ requests per second' | tail -1 | awk '{ print $1 }'
 }
-printf '%-28s %12s %12s %7s\n' command small big ratio
+printf '%-9s %-28s %12s %12s %7s\n' server command small big ratio
 for round in $(seq 1 "$repeat"); do
-    for t in hset sadd zadd lpush lmove; do
-        case $t in
-            hset) s=$(bench s 10 HSET small:hash f__rand_int__ v); b=$(bench b "$big" HSET big:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
-            sadd) s=$(bench s 10 SADD small:set m__rand_int__); b=$(bench b "$big" SADD big:set m__rand_int__); name="SADD key m__rand_int__" ;;
-            zadd) s=$(bench s 10 ZADD small:zset __rand_int__ m__rand_int__); b=$(bench b "$big" ZADD big:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
-            lpush) s=$(bench s 10 LPUSH small:list v); b=$(bench b 10 LPUSH big:list v); name="LPUSH key v" ;;
-            lmove) s=$(bench s 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench b 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
-        esac
-        awk -v n="$name" -v s="$s" -v b="$b" 'BEGIN { printf "%-28s %12.0f %12.0f %7.2f\n", n, s, b, b / s }'
+    for t in $tests; do
+        for p in $ports; do
+            server=cask; [ "$p" != "$port" ] && server=redis
+            case $t in
+                hset) s=$(bench "$p" 10 HSET small:hash f__rand_int__ v); b=$(bench "$p" "$big" HSET big:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
+                sadd) s=$(bench "$p" 10 SADD small:set m__rand_int__); b=$(bench "$p" "$big" SADD big:set m__rand_int__); name="SADD key m__rand_int__" ;;
+                zadd) s=$(bench "$p" 10 ZADD small:zset __rand_int__ m__rand_int__); b=$(bench "$p" "$big" ZADD big:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
+                lpush) s=$(bench "$p" 10 LPUSH small:list v); b=$(bench "$p" 10 LPUSH big:list v); name="LPUSH key v" ;;
+                lmove) s=$(bench "$p" 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench "$p" 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
+            esac
+            awk -v srv="$server" -v n="$name" -v s="$s" -v b="$b" 'BEGIN { printf "%-9s %-28s %12.0f %12.0f %7.2f\n", srv, n, s, b, b / s }'
+        done
     done
 done
 redis-cli -p "$port" SHUTDOWN >/dev/null 2>&1 || true
