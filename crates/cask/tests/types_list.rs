@@ -512,3 +512,42 @@ fn fairness_is_kept_against_a_pipelined_push_and_blocking_pop() {
     pusher.expect(b"*2\r\n$6\r\nmylist\r\n$1\r\n2\r\n");
     wait_blocked(&mut c, 0);
 }
+
+/// CLIENT UNBLOCK (Redis suite: "client unblock tests", which failed with an unknown
+/// subcommand): ends a blocked command as a timeout or with `-UNBLOCKED`, answers 0 for a
+/// client that is not blocked, and leaves the client usable.
+#[test]
+fn client_unblock_ends_a_blocking_command() {
+    let (_d, s) = start();
+    let mut c = conn(&s);
+    let mut r = s.connect();
+    r.cmd(&[b"CLIENT", b"ID"]);
+    let id = r.line().trim_start_matches(':').trim_end().to_string();
+    for (how, reply) in [
+        (None, &b"*-1\r\n"[..]),
+        (Some("TIMEOUT"), b"*-1\r\n"),
+        (
+            Some("ERROR"),
+            b"-UNBLOCKED client unblocked via CLIENT UNBLOCK\r\n",
+        ),
+    ] {
+        r.cmd(&[b"BLPOP", b"l", b"0"]);
+        wait_blocked(&mut c, 1);
+        let mut args = vec!["CLIENT", "UNBLOCK", id.as_str()];
+        args.extend(how);
+        assert_eq!(q(&mut c, &args).unwrap(), Value::Int(1), "{how:?}");
+        r.expect(reply);
+        wait_blocked(&mut c, 0);
+    }
+    // Not blocked: 0, and nothing is left armed for the next blocking command.
+    assert_eq!(
+        q(&mut c, &["CLIENT", "UNBLOCK", &id]).unwrap(),
+        Value::Int(0)
+    );
+    assert!(err_text(q(&mut c, &["CLIENT", "UNBLOCK", "asd"])).contains("not an integer"));
+    assert!(err_text(q(&mut c, &["CLIENT", "UNBLOCK", &id, "LATER"])).contains("TIMEOUT or ERROR"));
+    r.cmd(&[b"BLPOP", b"l", b"0"]);
+    wait_blocked(&mut c, 1);
+    let _: i64 = c.lpush("l", "foo").unwrap();
+    r.expect(b"*2\r\n$1\r\nl\r\n$3\r\nfoo\r\n");
+}

@@ -138,6 +138,9 @@ pub async fn handle(
         proto: AtomicU8::new(2),
         killed: AtomicBool::new(false),
         kill: Notify::new(),
+        blocked: AtomicBool::new(false),
+        unblock_mode: AtomicU8::new(0),
+        unblock: Notify::new(),
         last_cmd: std::sync::atomic::AtomicUsize::new(usize::MAX),
     });
     let admitted = {
@@ -332,6 +335,17 @@ async fn wait_blocked(
     let keys: Vec<&[u8]> = block.keys.iter().map(|k| &k[..]).collect();
     let waiter = shared.store.ready.register_as(db, &keys, client.handle.id);
     let deadline = block.timeout.map(|t| tokio::time::Instant::now() + t);
+    // CLIENT UNBLOCK acts only while this flag is up; the guard lowers it on every exit.
+    let handle = client.handle.clone();
+    handle.unblock_mode.store(0, Ordering::Release);
+    handle.blocked.store(true, Ordering::Release);
+    struct Unblocked<'a>(&'a crate::server::ClientHandle);
+    impl Drop for Unblocked<'_> {
+        fn drop(&mut self) {
+            self.0.blocked.store(false, Ordering::Release);
+        }
+    }
+    let _blocked = Unblocked(&handle);
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
         let res = {
@@ -359,6 +373,17 @@ async fn wait_blocked(
             _ = shutdown.changed() => return Ok(None),
             () = client.handle.kill.notified() => return Ok(None),
             () = waiter.notify.notified() => {}
+            () = handle.unblock.notified() => {
+                // A permit left by an UNBLOCK that raced with the end of an earlier wait
+                // finds the mode cleared: keep waiting.
+                match handle.unblock_mode.swap(0, Ordering::AcqRel) {
+                    crate::server::UNBLOCK_TIMEOUT => break block.timeout_reply,
+                    crate::server::UNBLOCK_ERROR => {
+                        break Frame::Error("UNBLOCKED client unblocked via CLIENT UNBLOCK".into())
+                    }
+                    _ => {}
+                }
+            }
             () = sleep => return Ok(Some(block.timeout_reply)),
             Some(msg) = rx.recv() => {
                 // RESP3 clients may block while subscribed: keep delivering.

@@ -86,9 +86,21 @@ pub struct ClientHandle {
     pub killed: AtomicBool,
     /// Wakes the handler on CLIENT KILL.
     pub kill: Notify,
+    /// Whether the client waits in a blocking command (CLIENT UNBLOCK acts only then).
+    pub blocked: AtomicBool,
+    /// How CLIENT UNBLOCK ends the wait: 0 not asked, [`UNBLOCK_TIMEOUT`] or
+    /// [`UNBLOCK_ERROR`].
+    pub unblock_mode: AtomicU8,
+    /// Wakes a blocked handler on CLIENT UNBLOCK.
+    pub unblock: Notify,
     /// Index in the command table of the last command run (`usize::MAX`: none yet).
     pub last_cmd: std::sync::atomic::AtomicUsize,
 }
+
+/// CLIENT UNBLOCK (or ... TIMEOUT): the blocked command replies as if it timed out.
+pub const UNBLOCK_TIMEOUT: u8 = 1;
+/// CLIENT UNBLOCK ... ERROR: the blocked command replies with an `-UNBLOCKED` error.
+pub const UNBLOCK_ERROR: u8 = 2;
 
 /// Names a client gave itself.
 #[derive(Debug, Default, Clone)]

@@ -293,6 +293,8 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         Ok(Frame::Verbatim(text.into()))
     } else if is(sub, "KILL") {
         client_kill(ctx, rest)
+    } else if is(sub, "UNBLOCK") {
+        client_unblock(ctx, rest)
     } else if is(sub, "HELP") {
         let lines = [
             "CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
@@ -304,6 +306,7 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
             "LIST [TYPE normal] [ID id ...]",
             "REPLY <ON|OFF|SKIP>",
             "KILL <ip:port> | KILL <ID id|ADDR ip:port|LADDR ip:port|SKIPME yes|no> ...",
+            "UNBLOCK <clientid> [TIMEOUT|ERROR]",
         ];
         Ok(Frame::Array(
             lines.iter().map(|l| Frame::Simple((*l).into())).collect(),
@@ -329,6 +332,36 @@ pub fn client(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     } else {
         Err(CmdError::unknown_subcommand(sub, "client"))
     }
+}
+
+/// CLIENT UNBLOCK id [TIMEOUT|ERROR]: ends another client's blocking command as if it timed
+/// out, or with an `-UNBLOCKED` error. 1 if that client was blocked, 0 otherwise.
+fn client_unblock(ctx: &mut Ctx<'_>, rest: &[Bytes]) -> CmdResult<Frame> {
+    let (id, mode) = match rest {
+        [id] => (id, crate::server::UNBLOCK_TIMEOUT),
+        [id, how] if is(how, "TIMEOUT") => (id, crate::server::UNBLOCK_TIMEOUT),
+        [id, how] if is(how, "ERROR") => (id, crate::server::UNBLOCK_ERROR),
+        [_, _] => {
+            return Err(CmdError::err(
+                "CLIENT UNBLOCK reason should be TIMEOUT or ERROR",
+            ));
+        }
+        _ => return Err(CmdError::arity("client|unblock")),
+    };
+    let id = int_arg(id)?;
+    let handle = ctx
+        .shared
+        .clients
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&(id as u64))
+        .cloned();
+    let Some(h) = handle.filter(|h| h.blocked.load(Ordering::Acquire)) else {
+        return Ok(Frame::Integer(0));
+    };
+    h.unblock_mode.store(mode, Ordering::Release);
+    h.unblock.notify_one();
+    Ok(Frame::Integer(1))
 }
 
 fn client_kill(ctx: &mut Ctx<'_>, rest: &[Bytes]) -> CmdResult<Frame> {
