@@ -34,7 +34,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$bin" --dir "$tmp/data" serve --port "$port" --sync interval 2>"$tmp/cask.log" &
+"$bin" --dir "$tmp/data" serve --port "$port" --http-port 0 --sync interval 2>"$tmp/cask.log" &
 pid=$!
 for _ in $(seq 1 100); do redis-cli -p "$port" PING >/dev/null 2>&1 && break; sleep 0.1; done
 ports=$port

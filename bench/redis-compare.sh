@@ -59,7 +59,7 @@ for mode in $modes; do
         always) fsync=always ;;
     esac
     mkdir -p "$tmp/cask-$mode" "$tmp/redis-$mode"
-    "$bin" --dir "$tmp/cask-$mode/data" serve --port 7479 --sync "$mode" 2>"$tmp/cask-$mode.log" &
+    "$bin" --dir "$tmp/cask-$mode/data" serve --port 7479 --http-port 0 --sync "$mode" 2>"$tmp/cask-$mode.log" &
     pids+=($!)
     redis-server --port 7480 --dir "$tmp/redis-$mode" --save "" --appendonly yes \
         --appendfsync "$fsync" --daemonize no >"$tmp/redis-$mode.log" 2>&1 &

@@ -288,7 +288,18 @@ fn start_server(args: &TortureArgs, binary: &Path, dir: &Path) -> Result<ServerP
     let mut child = Command::new(binary)
         .arg("--dir")
         .arg(dir)
-        .args(["serve", "--port", "0", "--bind", "127.0.0.1", "--sync"])
+        // No HTTP listener: it would take the default port 7380 and fail to start whenever
+        // another server on the machine already has it.
+        .args([
+            "serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--sync")
         .arg(&args.sync)
         .arg("--max-segment-size")
         .arg(args.segment_size.to_string())
