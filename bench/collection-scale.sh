@@ -72,6 +72,7 @@ for p in $ports; do
     fill big "$big" "$p"
     echo "port $p filled: $(redis-cli -p "$p" HLEN big:hash) hash fields, $(redis-cli -p "$p" SCARD big:set) set members, $(redis-cli -p "$p" ZCARD big:zset) zset members, $(redis-cli -p "$p" LLEN big:list) list elements in $(( $(date +%s) - start )) s"
 done
+echo "cask after the fill: $(grep VmRSS /proc/$pid/status | tr -s ' \t' ' ')"
 
 bench() { # port r command... -> requests per second
     local p=$1 r=$2; shift 2

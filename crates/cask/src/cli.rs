@@ -231,14 +231,17 @@ fn init_logging() {
 /// Opens the database for a one-shot command: no background compaction, and no fsync per
 /// write, because [`Db::close`] syncs everything before the command exits.
 fn open_oneshot(dir: &Path) -> Result<Db, CliError> {
-    Ok(Db::open(
+    let db = Db::open(
         dir,
         Options {
             sync: SyncPolicy::Never,
             background_compaction: false,
             ..Options::default()
         },
-    )?)
+    )?;
+    // `dump`, `load` and `rm` see collections in the current element layout only.
+    crate::server::coll::migrate_v0_elements(&db)?;
+    Ok(db)
 }
 
 /// Like [`open_oneshot`], for commands that only read or remove: a directory that does not

@@ -27,7 +27,11 @@ use super::cmd::{CmdError, CmdResult};
 use super::keyspace::{Store, TYPE_LIST, TYPE_STRING, engine_key};
 
 /// Namespace byte of element records.
-pub const NS_ELEM: u8 = b'e';
+pub const NS_ELEM: u8 = b'E';
+
+/// Namespace byte of element records in the first layout (fixed-width `u32` key length and
+/// `u64` generation); [`migrate_v0_elements`] rewrites them at start.
+pub const NS_ELEM_V0: u8 = b'e';
 
 /// The first position of a new list: its elements grow down (LPUSH) and up (RPUSH) from here.
 pub const LIST_MID: u64 = 1 << 63;
@@ -102,21 +106,45 @@ impl Meta {
     }
 }
 
-/// The prefix of every element record of `key` in `db`, any generation.
+/// Appends `v` as a LEB128 varint (7 bits per byte, low bits first; prefix-free).
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+/// Reads a varint written by [`put_varint`]: `(value, bytes used)`.
+fn get_varint(b: &[u8]) -> Option<(u64, usize)> {
+    let mut v = 0u64;
+    for (i, &byte) in b.iter().enumerate().take(10) {
+        v |= u64::from(byte & 0x7f) << (7 * i);
+        if byte & 0x80 == 0 {
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+/// The prefix of every element record of `key` in `db`, any generation:
+/// `b'E' | db | varint(len(key)) | key`. The varints keep short keys' element records short
+/// (the engine's index stores keys of up to 30 bytes inline); the length makes the prefix of
+/// one key never a prefix of another's.
 pub fn key_elems_prefix(db: u8, key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 14);
+    let mut k = Vec::with_capacity(key.len() + 16);
     k.push(NS_ELEM);
     k.push(db);
-    // Keys are limited far below 4 GiB by the protocol's bulk limit.
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    put_varint(&mut k, key.len() as u64);
     k.extend_from_slice(key);
     k
 }
 
-/// The prefix of the element records of generation `generation` of `key`.
+/// The prefix of the element records of generation `generation` of `key`
+/// (`key_elems_prefix | varint(generation)`).
 pub fn elem_prefix(db: u8, key: &[u8], generation: u64) -> Vec<u8> {
     let mut k = key_elems_prefix(db, key);
-    k.extend_from_slice(&generation.to_be_bytes());
+    put_varint(&mut k, generation);
     k
 }
 
@@ -129,7 +157,22 @@ pub fn elem_key(db: u8, key: &[u8], generation: u64, sub: &[u8]) -> Vec<u8> {
 
 /// Splits an element engine key into `(db, key, generation, sub-key)`.
 pub fn parse_elem_key(k: &[u8]) -> Option<(u8, &[u8], u64, &[u8])> {
-    if k.len() < 6 || k[0] != NS_ELEM {
+    if k.len() < 3 || k[0] != NS_ELEM {
+        return None;
+    }
+    let db = k[1];
+    let (len, n) = get_varint(&k[2..])?;
+    let start = 2 + n;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    let key = k.get(start..end)?;
+    let (generation, m) = get_varint(k.get(end..)?)?;
+    Some((db, key, generation, &k[end + m..]))
+}
+
+/// Splits an element key of the first layout (`b'e' | db | u32 BE len | key | u64 BE
+/// generation | sub`).
+fn parse_v0_elem_key(k: &[u8]) -> Option<(u8, &[u8], u64, &[u8])> {
+    if k.len() < 6 || k[0] != NS_ELEM_V0 {
         return None;
     }
     let db = k[1];
@@ -137,6 +180,50 @@ pub fn parse_elem_key(k: &[u8]) -> Option<(u8, &[u8], u64, &[u8])> {
     let key = k.get(6..6 + len)?;
     let generation = u64::from_be_bytes(k.get(6 + len..14 + len)?.try_into().ok()?);
     Some((db, key, generation, &k[14 + len..]))
+}
+
+/// Rewrites element records of the first layout into the current one, 10,000 per engine
+/// batch (each batch puts the new records and deletes the old ones, so a crash midway
+/// leaves every element in exactly one layout and the next start goes on). Returns how
+/// many records were moved. Runs before the sweeper, which knows only the current layout.
+///
+/// # Errors
+/// Engine errors; a record whose key does not parse is left in place (and reported).
+pub fn migrate_v0_elements(db: &cask_engine::Db) -> Result<u64, cask_engine::Error> {
+    let mut moved = 0u64;
+    let mut skipped = 0u64;
+    let mut lo = Bound::Included(vec![NS_ELEM_V0]);
+    loop {
+        let hi = Bound::Excluded(vec![NS_ELEM_V0 + 1]);
+        let chunk: Vec<(Vec<u8>, Vec<u8>)> = db
+            .scan((lo.clone(), hi))
+            .take(10_000)
+            .collect::<Result<_, _>>()?;
+        let Some((last, _)) = chunk.last() else { break };
+        lo = Bound::Excluded(last.clone());
+        let mut batch = Batch::new();
+        for (k, v) in &chunk {
+            match parse_v0_elem_key(k) {
+                Some((d, key, generation, sub)) => {
+                    batch.put(elem_key(d, key, generation, sub), v.clone());
+                    batch.delete(k.clone());
+                    moved += 1;
+                }
+                None => skipped += 1,
+            }
+        }
+        if !batch.is_empty() {
+            db.write(&batch)?;
+        }
+    }
+    if moved > 0 || skipped > 0 {
+        tracing::info!(
+            moved,
+            skipped,
+            "element records moved to the current layout"
+        );
+    }
+    Ok(moved)
 }
 
 /// The smallest key greater than every key starting with `prefix` (`None`: no bound).
@@ -681,7 +768,98 @@ mod tests {
         assert!(!a.starts_with(&ab));
         let (db, key, generation, sub) = parse_elem_key(&a).unwrap();
         assert_eq!((db, key, generation, sub), (0, &b"a"[..], 7, &b"bzzzz"[..]));
-        assert_eq!(parse_elem_key(b"e\0\0\0\0\x09ab"), None);
+        assert_eq!(parse_elem_key(b"E\0\x09ab"), None);
+        assert_eq!(
+            parse_elem_key(b"E\0\x02ab\x80"),
+            None,
+            "unterminated generation"
+        );
+    }
+
+    #[test]
+    fn element_keys_round_trip_long_keys_and_large_generations() {
+        let long = vec![b'x'; 300];
+        for (key, generation) in [
+            (&b""[..], 0u64),
+            (b"k", 127),
+            (b"k", 128),
+            (&long[..], 1 << 35),
+            (b"big:zset", u64::MAX),
+        ] {
+            let k = elem_key(3, key, generation, b"sub");
+            assert_eq!(
+                parse_elem_key(&k),
+                Some((3, key, generation, &b"sub"[..])),
+                "{} bytes, generation {generation}",
+                key.len()
+            );
+            assert!(k.starts_with(&elem_prefix(3, key, generation)));
+            assert!(k.starts_with(&key_elems_prefix(3, key)));
+        }
+        // The short layout is what keeps a 7-byte zset member's score-index record inline
+        // in the engine's index (up to 30 bytes): 1 + 1 + 1 + 8 + 2 + 1 + 8 + 7 = 29.
+        assert_eq!(elem_key(0, b"big:zset", 14_000, &[0u8; 16]).len(), 29);
+    }
+
+    #[test]
+    fn first_layout_elements_are_moved_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = cask_engine::Db::open(dir.path(), cask_engine::Options::default()).unwrap();
+        let v0 = |db: u8, key: &[u8], generation: u64, sub: &[u8]| {
+            let mut k = vec![NS_ELEM_V0, db];
+            k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+            k.extend_from_slice(key);
+            k.extend_from_slice(&generation.to_be_bytes());
+            k.extend_from_slice(sub);
+            k
+        };
+        for i in 0..25_000u32 {
+            let sub = i.to_be_bytes();
+            db.set(&v0(0, b"h", 9, &sub), format!("v{i}").as_bytes())
+                .unwrap();
+        }
+        db.set(&v0(2, b"s", 1 << 40, b"m"), b"").unwrap();
+        db.set(b"k\0plain", b"untouched").unwrap();
+        // The hash's metadata (generation 9, 25,000 fields), as the first layout wrote it.
+        let mut meta = Meta::new(super::super::keyspace::TYPE_HASH, 9);
+        meta.count = 25_000;
+        let mut batch = Batch::new();
+        Store::batch_put(&mut batch, 0, b"h", meta.tag, &meta.encode(), None);
+        db.write(&batch).unwrap();
+        // Opening a store (what `cask serve` does) moves the records before its sweeper
+        // starts, which would otherwise see no live elements of generation 9.
+        let store = Store::new(db.clone());
+        let coll = store
+            .coll(0, b"h", super::super::keyspace::TYPE_HASH)
+            .unwrap()
+            .expect("the hash");
+        assert_eq!(
+            coll.get(&store, &7u32.to_be_bytes()).unwrap(),
+            Some(b"v7".to_vec())
+        );
+        drop(store);
+        assert_eq!(
+            migrate_v0_elements(&db).unwrap(),
+            0,
+            "a second start moves nothing"
+        );
+        let old: Vec<_> = db
+            .keys((
+                Bound::Included(vec![NS_ELEM_V0]),
+                Bound::Excluded(vec![NS_ELEM_V0 + 1]),
+            ))
+            .collect();
+        assert!(old.is_empty());
+        assert_eq!(
+            db.get(&elem_key(0, b"h", 9, &24_999u32.to_be_bytes()))
+                .unwrap(),
+            Some(b"v24999".to_vec())
+        );
+        assert_eq!(
+            db.get(&elem_key(2, b"s", 1 << 40, b"m")).unwrap(),
+            Some(vec![])
+        );
+        assert_eq!(db.get(b"k\0plain").unwrap(), Some(b"untouched".to_vec()));
     }
 
     #[test]

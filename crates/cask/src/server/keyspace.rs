@@ -168,6 +168,10 @@ impl Store {
     /// Starts the sweeper thread, which deletes the elements of deleted, overwritten and
     /// expired collections in the background (and once at start, for a crash's leftovers).
     pub fn new(db: Db) -> Store {
+        // Before the sweeper starts: it knows only the current element layout.
+        if let Err(e) = super::coll::migrate_v0_elements(&db) {
+            tracing::error!(error = %e, "moving element records to the current layout failed");
+        }
         let db = db.deferring();
         let locks = Arc::new(Locks::new());
         let sweeper = Sweeper::start(db.clone(), locks.clone());
