@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use redis::Value;
-use server_common::Server;
+use server_common::{Server, conn, restart, run_seeded};
 
 struct Rng(u64);
 
@@ -38,25 +38,6 @@ enum V {
 }
 
 type Model = BTreeMap<String, V>;
-
-fn seed() -> u64 {
-    std::env::var("CASK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        })
-}
-
-fn conn(s: &Server) -> redis::Connection {
-    redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
 
 fn is_wrongtype(r: redis::RedisResult<Value>) -> bool {
     matches!(r, Err(e) if e.to_string().contains("WRONGTYPE"))
@@ -320,14 +301,8 @@ fn run(seed: u64) {
             }
             82..=97 => check_all(&mut c, &model, &keys),
             _ => {
-                if step % 2 == 0 {
-                    server.signal("KILL");
-                } else {
-                    let _: redis::RedisResult<Value> = redis::cmd("SHUTDOWN").query(&mut c);
-                }
-                server.wait(Duration::from_secs(20));
-                server = Server::start(dir.path(), &["--sync", "never"]);
-                c = conn(&server);
+                // SIGKILL or SHUTDOWN, alternately.
+                restart(&mut server, &mut c, step % 2 == 0);
                 check_all(&mut c, &model, &keys);
             }
         }
@@ -337,10 +312,5 @@ fn run(seed: u64) {
 
 #[test]
 fn sets_match_a_model_across_restarts() {
-    let seed = seed();
-    let res = std::panic::catch_unwind(|| run(seed));
-    if let Err(e) = res {
-        eprintln!("model_set failed with CASK_SEED={seed}");
-        std::panic::resume_unwind(e);
-    }
+    run_seeded("model_set", run);
 }

@@ -6,19 +6,12 @@ mod server_common;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use redis::{RedisResult, Value};
-use server_common::{Server, resp};
+use server_common::{Server, conn, resp};
 
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     (dir, server)
-}
-
-fn conn(s: &Server) -> redis::Connection {
-    redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
 }
 
 fn err(r: RedisResult<Value>) -> String {

@@ -7,14 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use redis::Value;
-use server_common::Server;
-
-fn conn(s: &Server) -> redis::Connection {
-    redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
-}
+use server_common::{Server, conn};
 
 fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
     let mut c = redis::cmd(args[0]);

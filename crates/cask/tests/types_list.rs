@@ -8,19 +8,12 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, RedisResult, Value};
-use server_common::{Raw, Server};
+use server_common::{Raw, Server, conn};
 
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     (dir, server)
-}
-
-fn conn(s: &Server) -> redis::Connection {
-    redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
 }
 
 fn err_text<T: std::fmt::Debug>(r: RedisResult<T>) -> String {

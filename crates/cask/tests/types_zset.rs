@@ -7,19 +7,12 @@ mod server_common;
 use std::time::{Duration, Instant};
 
 use redis::Value;
-use server_common::Server;
+use server_common::{Server, conn};
 
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
     (dir, server)
-}
-
-fn conn(s: &Server) -> redis::Connection {
-    redis::Client::open(s.url())
-        .unwrap()
-        .get_connection()
-        .unwrap()
 }
 
 fn err(c: &mut redis::Connection, args: &[&str]) -> String {

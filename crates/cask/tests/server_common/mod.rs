@@ -177,3 +177,47 @@ pub fn resp(args: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+/// A `redis` crate connection to `s`.
+pub fn conn(s: &Server) -> redis::Connection {
+    redis::Client::open(s.url())
+        .unwrap()
+        .get_connection()
+        .unwrap()
+}
+
+/// The seed of a randomized test: `CASK_SEED`, or the clock.
+pub fn seed() -> u64 {
+    std::env::var("CASK_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        })
+}
+
+/// Runs a randomized test with [`seed`], naming the seed to rerun it with if it fails.
+pub fn run_seeded(name: &str, run: fn(u64)) {
+    let seed = seed();
+    if let Err(e) = std::panic::catch_unwind(|| run(seed)) {
+        eprintln!("{name} failed with CASK_SEED={seed}");
+        std::panic::resume_unwind(e);
+    }
+}
+
+/// Restarts `server` (`--sync never`, same directory) the hard way (SIGKILL) when `kill`,
+/// else with SHUTDOWN, and reconnects `c`.
+pub fn restart(server: &mut Server, c: &mut redis::Connection, kill: bool) {
+    if kill {
+        server.signal("KILL");
+    } else {
+        let _: redis::RedisResult<redis::Value> = redis::cmd("SHUTDOWN").query(c);
+    }
+    server.wait(Duration::from_secs(20));
+    let dir = server.dir.clone();
+    *server = Server::start(&dir, &["--sync", "never"]);
+    *c = conn(server);
+}
