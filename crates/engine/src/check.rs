@@ -164,8 +164,6 @@ pub fn check(
     Ok(report)
 }
 
-/// Finds the intact records of a segment image. Returns their byte ranges and the damaged
-/// ranges between them.
 /// Whether anything after the damage at `offset` in a segment's bytes was ever acknowledged:
 /// an intact put or delete, or a batch whose operations and commit are all intact.
 ///
@@ -180,6 +178,8 @@ pub(crate) fn acknowledged_after(data: &[u8], offset: u64, path: &Path) -> bool 
     !whole_batches(data, path, intact, &mut problems).is_empty()
 }
 
+/// Finds the intact records of a segment image. Returns their byte ranges and the damaged
+/// ranges between them.
 fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Problem>) {
     walk_from(
         data,
@@ -190,6 +190,7 @@ fn walk(data: &[u8], path: &Path, opts: &Options) -> (Vec<(u64, u64)>, Vec<Probl
     )
 }
 
+/// [`walk`] from byte `start`, with explicit size limits.
 fn walk_from(
     data: &[u8],
     start: usize,
