@@ -322,6 +322,14 @@ impl Coll {
         Ok(store.db.metadata(&self.elem_key(sub))?.is_some())
     }
 
+    /// How many elements have sub-keys in `lo..hi` (index only, no key copies).
+    ///
+    /// # Errors
+    /// Engine errors.
+    pub fn count(&self, store: &Store, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> CmdResult<u64> {
+        Ok(store.db.count(self.bounds(lo, hi))?)
+    }
+
     fn bounds(&self, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
         let lo = match lo {
             Bound::Included(s) => Bound::Included(self.elem_key(s)),

@@ -729,41 +729,26 @@ pub fn zcard(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
 /// ZCOUNT key min max
 pub fn zcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let range = ScoreRange::parse(&args[1], &args[2])?;
-    let db = ctx.db();
-    let store = ctx.store();
-    let _lock = store.lock(db, &[&args[0]]);
-    let Some(coll) = store.coll(db, &args[0], TYPE_ZSET)? else {
-        return Ok(Frame::Integer(0));
-    };
-    let Some(bounds) = range.bounds() else {
-        return Ok(Frame::Integer(0));
-    };
-    let mut n = 0;
-    for k in coll.keys(store, as_ref(&bounds.0), as_ref(&bounds.1), false) {
-        k?;
-        n += 1;
-    }
-    Ok(Frame::Integer(n))
+    count_in(ctx, &args[0], range.bounds())
 }
 
 /// ZLEXCOUNT key min max
 pub fn zlexcount(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let range = LexRange::parse(&args[1], &args[2])?;
+    count_in(ctx, &args[0], range.bounds())
+}
+
+/// ZCOUNT / ZLEXCOUNT: the members of `key` whose sub-keys fall in `bounds` (`None`: an
+/// empty range).
+fn count_in(ctx: &mut Ctx<'_>, key: &[u8], bounds: Option<SubRange>) -> CmdResult<Frame> {
     let db = ctx.db();
     let store = ctx.store();
-    let _lock = store.lock(db, &[&args[0]]);
-    let Some(coll) = store.coll(db, &args[0], TYPE_ZSET)? else {
+    let _lock = store.lock(db, &[key]);
+    let (Some(coll), Some(bounds)) = (store.coll(db, key, TYPE_ZSET)?, bounds) else {
         return Ok(Frame::Integer(0));
     };
-    let Some(bounds) = range.bounds() else {
-        return Ok(Frame::Integer(0));
-    };
-    let mut n = 0;
-    for k in coll.keys(store, as_ref(&bounds.0), as_ref(&bounds.1), false) {
-        k?;
-        n += 1;
-    }
-    Ok(Frame::Integer(n))
+    let n = coll.count(store, as_ref(&bounds.0), as_ref(&bounds.1))?;
+    Ok(Frame::Integer(n as i64))
 }
 
 /// ZRANK key member [WITHSCORE]
@@ -1854,25 +1839,7 @@ pub fn zscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let Some(coll) = read(ctx, key)? else {
         return Ok(empty());
     };
-    let mut pattern: Option<&[u8]> = None;
-    let mut count = 10i64;
-    let mut i = 2;
-    while i < args.len() {
-        let Some(v) = args.get(i + 1) else {
-            return Err(CmdError::syntax());
-        };
-        if is(&args[i], "MATCH") {
-            pattern = Some(v);
-        } else if is(&args[i], "COUNT") {
-            count = int_arg(v)?;
-            if count < 1 {
-                return Err(CmdError::syntax());
-            }
-        } else {
-            return Err(CmdError::syntax());
-        }
-        i += 2;
-    }
+    let (pattern, count) = super::set::scan_options(args)?;
     let db = ctx.db();
     let after = if cursor == 0 {
         None
