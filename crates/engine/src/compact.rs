@@ -117,18 +117,37 @@ impl Db {
             let bytes = s.len.load(Ordering::Relaxed);
             bytes.saturating_sub(live.get(&s.id).copied().unwrap_or(0))
         };
+        // What compacting `s` could reclaim: its dead bytes, less the tombstones an earlier
+        // compaction had to keep in it if they would still have to stay (a record older
+        // than the newest of them lives in another segment). Without this, a segment of
+        // such tombstones was rewritten whole by every automatic compaction, forever.
+        let floors = lowest_two_min_seqs(&all);
+        let reclaimable = |s: &Segment| {
+            let floor = if floors.0.1 == Some(s.id) {
+                floors.1
+            } else {
+                floors.0.0
+            };
+            let kept = if s.kept_tombstones_seq.load(Ordering::Relaxed) >= floor {
+                s.kept_tombstones.load(Ordering::Relaxed)
+            } else {
+                0
+            };
+            dead(s).saturating_sub(kept)
+        };
         let total_garbage: u64 = sealed
             .iter()
-            .map(|s| dead(s).saturating_sub(SEGMENT_HEADER_LEN))
+            .map(|s| reclaimable(s).saturating_sub(SEGMENT_HEADER_LEN))
             .sum();
         let opts = &inner.opts;
         let inputs: Vec<Arc<Segment>> = sealed
             .iter()
             .filter(|s| {
                 let bytes = s.len.load(Ordering::Relaxed).max(1);
-                let garbage = dead(s).saturating_sub(SEGMENT_HEADER_LEN);
-                let ratio = dead(s) as f64 / bytes as f64;
-                (force && garbage > 0)
+                let garbage = reclaimable(s).saturating_sub(SEGMENT_HEADER_LEN);
+                let ratio = reclaimable(s) as f64 / bytes as f64;
+                // Forced: whatever is dead (all candidates together raise the floor).
+                (force && dead(s) > SEGMENT_HEADER_LEN)
                     || ratio > opts.compaction_ratio
                     || (total_garbage > opts.compaction_garbage_bytes && garbage > 0)
             })
@@ -438,6 +457,14 @@ impl Db {
         let off = out.seg.len.load(Ordering::Relaxed) + out.buf.len() as u64;
         record::encode(&mut out.buf, seq, expire, kind, key, value);
         out.seg.note_seq(seq);
+        if kind.is_delete() {
+            out.seg
+                .kept_tombstones
+                .fetch_add(rec_len, Ordering::Relaxed);
+            out.seg
+                .kept_tombstones_seq
+                .fetch_max(seq, Ordering::Relaxed);
+        }
         out.hint.add(&HintEntry {
             key,
             seq,
@@ -451,6 +478,23 @@ impl Db {
         }
         Ok(Entry::new(out.seg.id, off, rec_len as u32, seq, expire))
     }
+}
+
+/// The lowest `min_seq` over `segs` with its segment id, and the second lowest: the floor
+/// of a compaction of one segment is the lowest among the others.
+fn lowest_two_min_seqs(segs: &[Arc<Segment>]) -> ((u64, Option<u32>), u64) {
+    let mut first = (u64::MAX, None);
+    let mut second = u64::MAX;
+    for s in segs {
+        let m = s.min_seq.load(Ordering::Relaxed);
+        if m < first.0 {
+            second = first.0;
+            first = (m, Some(s.id));
+        } else if m < second {
+            second = m;
+        }
+    }
+    (first, second)
 }
 
 fn flush_output(out: &mut Output) -> Result<()> {

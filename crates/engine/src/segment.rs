@@ -131,6 +131,13 @@ pub struct Segment {
     pub compacted_at: AtomicU32,
     /// Whether a valid hint file exists for it (loaded at open, or written since).
     pub hinted: AtomicBool,
+    /// Bytes of the tombstones compaction wrote into it because they still shadowed older
+    /// records elsewhere. They count as dead, but compacting this segment again cannot
+    /// drop them while a segment with records older than [`Segment::kept_tombstones_seq`]
+    /// remains. Not persisted (0 after a reopen: the segment may be rewritten once more).
+    pub kept_tombstones: AtomicU64,
+    /// The newest sequence number among those tombstones.
+    pub kept_tombstones_seq: AtomicU64,
 }
 
 impl Segment {
@@ -145,6 +152,8 @@ impl Segment {
             max_seq: AtomicU64::new(0),
             compacted_at: AtomicU32::new(0),
             hinted: AtomicBool::new(false),
+            kept_tombstones: AtomicU64::new(0),
+            kept_tombstones_seq: AtomicU64::new(0),
         }
     }
 
