@@ -12,8 +12,10 @@
 #
 # Commands (-c 50 -n $N, default 200000):
 #   HSET key f__rand_int__ v       (-r 10 for the small key, -r 1000000 for the large one:
-#   SADD key m__rand_int__          both mostly overwrite existing elements)
-#   ZADD key __rand_int__ m__rand_int__
+#   SADD key m__rand_int__          both overwrite existing elements, since the fill names
+#   ZADD key __rand_int__ m__rand_int__   them as redis-benchmark does: 12 digits, zero-padded)
+#   HSET/SADD/ZADD with a new-member prefix, "-new" tests (-r 1000000 on both keys: both
+#                                  insert new elements; the small key grows to ~180 k)
 #   LPUSH key v                    (both grow by N)
 #   LMOVE key key LEFT RIGHT       (a pop and a push: the list keeps its size)
 set -euo pipefail
@@ -22,7 +24,7 @@ n=${N:-200000}
 big=${BIG:-1000000}
 port=${PORT:-7481}
 repeat=${REPEAT:-2}
-tests=${TESTS:-hset sadd zadd lpush lmove}
+tests=${TESTS:-hset sadd zadd lpush lmove hset-new sadd-new zadd-new}
 tmp=$(mktemp -d)
 peer=${PEER:-$(command -v redis-server >/dev/null && echo 1 || echo 0)}
 pid=
@@ -60,9 +62,9 @@ def cmd(*args):
 step = 1000
 for lo in range(0, count, step):
     hi = min(count, lo + step)
-    cmd("HSET", f"{prefix}:hash", *[x for i in range(lo, hi) for x in (f"f{i}", "v")])
-    cmd("SADD", f"{prefix}:set", *[f"m{i}" for i in range(lo, hi)])
-    cmd("ZADD", f"{prefix}:zset", *[x for i in range(lo, hi) for x in (i, f"m{i}")])
+    cmd("HSET", f"{prefix}:hash", *[x for i in range(lo, hi) for x in (f"f{i:012d}", "v")])
+    cmd("SADD", f"{prefix}:set", *[f"m{i:012d}" for i in range(lo, hi)])
+    cmd("ZADD", f"{prefix}:zset", *[x for i in range(lo, hi) for x in (i, f"m{i:012d}")])
     cmd("RPUSH", f"{prefix}:list", *["v"] * (hi - lo))
 PY
 }
@@ -88,6 +90,9 @@ for round in $(seq 1 "$repeat"); do
                 hset) s=$(bench "$p" 10 HSET small:hash f__rand_int__ v); b=$(bench "$p" "$big" HSET big:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
                 sadd) s=$(bench "$p" 10 SADD small:set m__rand_int__); b=$(bench "$p" "$big" SADD big:set m__rand_int__); name="SADD key m__rand_int__" ;;
                 zadd) s=$(bench "$p" 10 ZADD small:zset __rand_int__ m__rand_int__); b=$(bench "$p" "$big" ZADD big:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
+                hset-new) s=$(bench "$p" "$big" HSET small:hash "n${round}__rand_int__" v); b=$(bench "$p" "$big" HSET big:hash "n${round}__rand_int__" v); name="HSET key n__rand_int__ v" ;;
+                sadd-new) s=$(bench "$p" "$big" SADD small:set "n${round}__rand_int__"); b=$(bench "$p" "$big" SADD big:set "n${round}__rand_int__"); name="SADD key n__rand_int__" ;;
+                zadd-new) s=$(bench "$p" "$big" ZADD small:zset __rand_int__ "n${round}__rand_int__"); b=$(bench "$p" "$big" ZADD big:zset __rand_int__ "n${round}__rand_int__"); name="ZADD key score n__rand_int__" ;;
                 lpush) s=$(bench "$p" 10 LPUSH small:list v); b=$(bench "$p" 10 LPUSH big:list v); name="LPUSH key v" ;;
                 lmove) s=$(bench "$p" 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench "$p" 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
             esac
