@@ -2,10 +2,12 @@
 # Does a write to a collection of 1 M elements cost what it costs on one of 10?
 # Starts `cask serve --sync interval`, fills one hash, set, sorted set and list with 1 M
 # elements (variadic commands through redis-cli --pipe) and one of each with 10, then runs
-# the same redis-benchmark command against the small and the large key, alternating, and
-# prints ops/s and the large/small ratio (1.0: no slowdown). With PEER=1 (default when
-# redis-server is installed) the same keys are loaded into a redis-server (no persistence)
-# on port+1 and measured in the same run, so cask's ratio sits beside Redis's own.
+# the same redis-benchmark command against the small and the large key (which goes first
+# alternates by round; each run starts once the server is idle, so that compaction left by
+# one run is not charged to the next), and prints ops/s and the large/small ratio (1.0: no
+# slowdown). With PEER=1 (default when redis-server is installed) the same keys are loaded
+# into a redis-server (no persistence) on port+1 and measured in the same run, so cask's
+# ratio sits beside Redis's own.
 #
 #   cargo build --release -p cask
 #   bench/collection-scale.sh [target/release/cask]
@@ -76,8 +78,19 @@ for p in $ports; do
 done
 echo "cask after the fill: $(grep VmRSS /proc/$pid/status | tr -s ' \t' ' ')"
 
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+wait_idle() { # until the server has used < 20 ms of CPU in half a second (at most 60 s)
+    local p=$1 a b
+    for _ in $(seq 1 120); do
+        a=$(cpu_ticks "$p"); sleep 0.5; b=$(cpu_ticks "$p")
+        [ $((b - a)) -lt 2 ] && return
+    done
+}
 bench() { # port r command... -> requests per second
     local p=$1 r=$2; shift 2
+    # Background work left by the previous measurement (compaction, hint files, the
+    # sweeper) would be charged to this one: start from an idle server.
+    if [ "$p" = "$port" ]; then wait_idle "$pid"; else wait_idle "$rpid"; fi
     redis-benchmark -p "$p" -c 50 -n "$n" -r "$r" -q "$@" 2>/dev/null | tr '\r' '\n' \
         | grep -oE '[0-9.]+ requests per second' | tail -1 | awk '{ print $1 }'
 }
@@ -86,16 +99,24 @@ for round in $(seq 1 "$repeat"); do
     for t in $tests; do
         for p in $ports; do
             server=cask; [ "$p" != "$port" ] && server=redis
+            # K stands for the key (small:... or big:...); rs/rb: -r for the small/big run.
+            rs=10; rb=$big
             case $t in
-                hset) s=$(bench "$p" 10 HSET small:hash f__rand_int__ v); b=$(bench "$p" "$big" HSET big:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
-                sadd) s=$(bench "$p" 10 SADD small:set m__rand_int__); b=$(bench "$p" "$big" SADD big:set m__rand_int__); name="SADD key m__rand_int__" ;;
-                zadd) s=$(bench "$p" 10 ZADD small:zset __rand_int__ m__rand_int__); b=$(bench "$p" "$big" ZADD big:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
-                hset-new) s=$(bench "$p" "$big" HSET small:hash "n${round}__rand_int__" v); b=$(bench "$p" "$big" HSET big:hash "n${round}__rand_int__" v); name="HSET key n__rand_int__ v" ;;
-                sadd-new) s=$(bench "$p" "$big" SADD small:set "n${round}__rand_int__"); b=$(bench "$p" "$big" SADD big:set "n${round}__rand_int__"); name="SADD key n__rand_int__" ;;
-                zadd-new) s=$(bench "$p" "$big" ZADD small:zset __rand_int__ "n${round}__rand_int__"); b=$(bench "$p" "$big" ZADD big:zset __rand_int__ "n${round}__rand_int__"); name="ZADD key score n__rand_int__" ;;
-                lpush) s=$(bench "$p" 10 LPUSH small:list v); b=$(bench "$p" 10 LPUSH big:list v); name="LPUSH key v" ;;
-                lmove) s=$(bench "$p" 10 LMOVE small:list small:list LEFT RIGHT); b=$(bench "$p" 10 LMOVE big:list big:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
+                hset) cmd=(HSET K:hash f__rand_int__ v); name="HSET key f__rand_int__ v" ;;
+                sadd) cmd=(SADD K:set m__rand_int__); name="SADD key m__rand_int__" ;;
+                zadd) cmd=(ZADD K:zset __rand_int__ m__rand_int__); name="ZADD key score m__rand_int__" ;;
+                hset-new) rs=$big; cmd=(HSET K:hash "n${round}__rand_int__" v); name="HSET key n__rand_int__ v" ;;
+                sadd-new) rs=$big; cmd=(SADD K:set "n${round}__rand_int__"); name="SADD key n__rand_int__" ;;
+                zadd-new) rs=$big; cmd=(ZADD K:zset __rand_int__ "n${round}__rand_int__"); name="ZADD key score n__rand_int__" ;;
+                lpush) rb=10; cmd=(LPUSH K:list v); name="LPUSH key v" ;;
+                lmove) rb=10; cmd=(LMOVE K:list K:list LEFT RIGHT); name="LMOVE key key LEFT RIGHT" ;;
             esac
+            # Alternate which key goes first, so that neither always follows the other.
+            if [ $((round % 2)) = 1 ]; then
+                s=$(bench "$p" "$rs" "${cmd[@]/K:/small:}"); b=$(bench "$p" "$rb" "${cmd[@]/K:/big:}")
+            else
+                b=$(bench "$p" "$rb" "${cmd[@]/K:/big:}"); s=$(bench "$p" "$rs" "${cmd[@]/K:/small:}")
+            fi
             awk -v srv="$server" -v n="$name" -v s="$s" -v b="$b" 'BEGIN { printf "%-9s %-28s %12.0f %12.0f %7.2f\n", srv, n, s, b, b / s }'
         done
     done
