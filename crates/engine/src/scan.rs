@@ -4,6 +4,11 @@
 //! entries under a short read lock, then reads their values without any lock. Scans are not
 //! snapshots: each key is read at its newest version when the scan reaches it, keys written
 //! behind the cursor are not seen, and keys deleted ahead of it are skipped.
+//!
+//! Values of a chunk whose records lie close together in one segment (a list's elements,
+//! a hash written in one command) are read with one `pread` per run of nearby records
+//! instead of one per record; a prefetched value is used only if the key still points at
+//! the very record it came from when the scan reaches it.
 
 use std::collections::VecDeque;
 use std::ops::Bound;
@@ -11,11 +16,21 @@ use std::ops::Bound;
 use crate::db::Db;
 use crate::error::Result;
 use crate::keydir::Entry;
+use crate::record::{self, HEADER_LEN};
+
+/// Records at most this far apart are read by one `pread` (the bytes between are read
+/// and dropped).
+const COALESCE_GAP: u64 = 4096;
+/// The most bytes one coalesced `pread` covers.
+const COALESCE_SPAN: u64 = 256 << 10;
 
 /// Entries copied by the first chunk; each later chunk doubles, up to [`MAX_CHUNK`], so short
 /// scans stay cheap and long ones take the lock rarely.
 const FIRST_CHUNK: usize = 16;
 const MAX_CHUNK: usize = 1024;
+
+/// A key with its index entry as a chunk copied it, and its value if it was read ahead.
+type Copied = (Vec<u8>, Entry, Option<Vec<u8>>);
 
 /// An ordered iterator of `(key, value)` pairs; see [`Db::scan`].
 #[derive(Debug)]
@@ -24,9 +39,11 @@ pub struct Scan {
     lo: Bound<Vec<u8>>,
     hi: Bound<Vec<u8>>,
     reverse: bool,
-    pending: VecDeque<(Vec<u8>, Entry)>,
+    pending: VecDeque<Copied>,
     exhausted: bool,
     chunk: usize,
+    /// Whether values will be read (false for a listing of keys).
+    values: bool,
 }
 
 impl Scan {
@@ -39,6 +56,7 @@ impl Scan {
             pending: VecDeque::new(),
             exhausted: false,
             chunk: FIRST_CHUNK,
+            values: true,
         }
     }
 
@@ -49,7 +67,8 @@ impl Scan {
     }
 
     /// Turns this scan into a listing of keys only (no value reads).
-    pub fn into_keys(self) -> Keys {
+    pub fn into_keys(mut self) -> Keys {
+        self.values = false;
         Keys { scan: self }
     }
 
@@ -70,7 +89,7 @@ impl Scan {
             taken += 1;
             last = Some(k.to_vec());
             if !e.expired(now) {
-                self.pending.push_back((k.to_vec(), *e));
+                self.pending.push_back((k.to_vec(), *e, None));
             }
         };
         if self.reverse {
@@ -94,10 +113,13 @@ impl Scan {
             }
             _ => self.exhausted = true,
         }
+        if self.values {
+            read_ahead(&self.db, self.pending.make_contiguous());
+        }
         Ok(())
     }
 
-    fn next_entry(&mut self) -> Option<Result<(Vec<u8>, Entry)>> {
+    fn next_entry(&mut self) -> Option<Result<Copied>> {
         loop {
             if let Some(item) = self.pending.pop_front() {
                 return Some(Ok(item));
@@ -109,6 +131,64 @@ impl Scan {
                 self.exhausted = true;
                 return Some(Err(e));
             }
+        }
+    }
+}
+
+/// Reads ahead the values of `chunk`: entries in one segment at most [`COALESCE_GAP`] bytes
+/// apart are read with one `pread`. Anything unusual (a segment gone, an I/O error, a record
+/// that does not check out) just leaves the value to the ordinary read, which reports it.
+fn read_ahead(db: &Db, chunk: &mut [Copied]) {
+    if chunk.len() < 2 {
+        return;
+    }
+    let mut order: Vec<usize> = (0..chunk.len()).collect();
+    order.sort_by_key(|&i| chunk[i].1.loc());
+    let mut start = 0;
+    while start < order.len() {
+        let first = &chunk[order[start]].1;
+        let (seg_id, lo) = first.loc();
+        let mut hi = lo + first.record_len() as u64;
+        let mut end = start + 1;
+        while end < order.len() {
+            let e = &chunk[order[end]].1;
+            let e_end = e.off() + e.record_len() as u64;
+            if e.seg() != seg_id || e.off() > hi + COALESCE_GAP || e_end - lo > COALESCE_SPAN {
+                break;
+            }
+            hi = hi.max(e_end);
+            end += 1;
+        }
+        if end - start >= 2 {
+            read_run(db, chunk, &order[start..end], seg_id, lo, hi);
+        }
+        start = end;
+    }
+}
+
+/// One `pread` of `lo..hi` in segment `seg_id`, then each record of `run` cut out of it and
+/// checked as [`crate::db::Inner::read_value`] checks a record.
+fn read_run(db: &Db, chunk: &mut [Copied], run: &[usize], seg_id: u32, lo: u64, hi: u64) {
+    let Some(seg) = db.inner.segments.read().get(&seg_id).cloned() else {
+        return;
+    };
+    let mut buf = vec![0u8; (hi - lo) as usize];
+    if seg.file.read_exact_at(&mut buf, lo).is_err() {
+        return;
+    }
+    for &i in run {
+        let (key, e, value) = &mut chunk[i];
+        let at = (e.off() - lo) as usize;
+        let rec = &buf[at..at + e.record_len() as usize];
+        if rec.len() < HEADER_LEN || !record::verify(rec) {
+            continue;
+        }
+        let Ok(h) = record::Header::decode(rec[..HEADER_LEN].try_into().expect("header")) else {
+            continue;
+        };
+        let kend = HEADER_LEN + h.key_len as usize;
+        if h.kind.is_put() && h.seq == e.seq() && rec.get(HEADER_LEN..kend) == Some(key) {
+            *value = Some(rec[kend..].to_vec());
         }
     }
 }
@@ -166,12 +246,20 @@ impl Iterator for Scan {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            let (key, _) = match self.next_entry()? {
+            let (key, copied, ahead) = match self.next_entry()? {
                 Ok(x) => x,
                 Err(e) => return Some(Err(e)),
             };
             // The chunk's entries were copied under an earlier lock: the key may have been
-            // deleted, overwritten or moved by compaction since. Look it up afresh.
+            // deleted, overwritten or moved by compaction since. Look it up afresh; a value
+            // read ahead counts only if the key still points at the record it came from.
+            if let Some(v) = ahead {
+                let now = self.db.now_ms();
+                let current = self.db.inner.keydir.read().map.get(key.as_slice()).copied();
+                if current.is_some_and(|e| e == copied && !e.expired(now)) {
+                    return Some(Ok((key, v)));
+                }
+            }
             let value = self.db.inner.read_live(&key).map(|o| o.map(|(v, _)| v));
             match value {
                 Ok(Some(v)) => return Some(Ok((key, v))),
@@ -203,7 +291,7 @@ impl Iterator for Keys {
     fn next(&mut self) -> Option<Self::Item> {
         loop {
             let key = match self.scan.next_entry()? {
-                Ok((k, _)) => k,
+                Ok((k, _, _)) => k,
                 Err(e) => return Some(Err(e)),
             };
             // Skip keys deleted (or expired) since the chunk was copied.

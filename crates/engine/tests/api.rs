@@ -393,3 +393,43 @@ fn count_matches_a_listing_across_chunks_and_skips_expired_keys() {
     }
     assert_eq!(db.count(..).unwrap() as usize, db.keys(..).count());
 }
+
+/// A scan reads the values of nearby records with one `pread` per run; a value read ahead
+/// must never be returned once the key has been overwritten or deleted (or the record moved
+/// by compaction) before the scan reaches it.
+#[test]
+fn values_read_ahead_by_a_scan_yield_to_later_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    let key = |i: u32| format!("k{i:03}").into_bytes();
+    for i in 0..200 {
+        db.set(&key(i), format!("v{i}").as_bytes()).unwrap();
+    }
+    let mut scan = db.scan(..);
+    // The first chunk (16 entries) and its values are read when the scan starts.
+    assert_eq!(scan.next().unwrap().unwrap(), (key(0), b"v0".to_vec()));
+    db.set(&key(1), b"newer").unwrap();
+    db.delete(&key(2)).unwrap();
+    db.set(&key(40), b"far ahead").unwrap();
+    // Compaction moves every record that is still live: values read ahead of the move are
+    // equal bytes but stale locations, and must be read again.
+    db.compact().unwrap();
+    db.set(&key(3), b"after compaction").unwrap();
+    let rest: Vec<(Vec<u8>, Vec<u8>)> = scan.map(Result::unwrap).collect();
+    assert_eq!(rest[0], (key(1), b"newer".to_vec()));
+    assert_eq!(rest[1], (key(3), b"after compaction".to_vec()));
+    assert_eq!(rest[2], (key(4), b"v4".to_vec()));
+    assert!(
+        rest.iter().all(|(k, _)| *k != key(2)),
+        "deleted key returned"
+    );
+    assert_eq!(rest.len(), 198);
+    let far = rest.iter().find(|(k, _)| *k == key(40)).unwrap();
+    assert_eq!(far.1, b"far ahead");
+    for (k, v) in &rest {
+        let i: u32 = std::str::from_utf8(&k[1..]).unwrap().parse().unwrap();
+        if ![1, 3, 40].contains(&i) {
+            assert_eq!(v, format!("v{i}").as_bytes());
+        }
+    }
+}
