@@ -530,15 +530,7 @@ fn check_all(c: &mut redis::Connection, m: &Model) {
 
 #[test]
 fn lists_match_the_model_across_restarts() {
-    let seed = std::env::var("CASK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
+    let seed = server_common::seed();
     eprintln!("model_list: CASK_SEED={seed}");
     let mut rng = Rng(seed);
     let dir = tempfile::tempdir().unwrap();
