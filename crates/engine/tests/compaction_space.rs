@@ -4,14 +4,18 @@
 
 use cask_engine::{Batch, Db, Options, SyncPolicy};
 
-#[test]
-fn newest_batch_of_deletes_leaves_one_tombstone() {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = || Options {
+/// No fsyncs, no background compaction: the tests decide when to compact.
+fn opts() -> Options {
+    Options {
         sync: SyncPolicy::Never,
         background_compaction: false,
         ..Options::default()
-    };
+    }
+}
+
+#[test]
+fn newest_batch_of_deletes_leaves_one_tombstone() {
+    let dir = tempfile::tempdir().unwrap();
     let db = Db::open(dir.path(), opts()).unwrap();
     for i in 0..1000u32 {
         db.set(format!("key{i:05}").as_bytes(), &[1u8; 100])
@@ -49,13 +53,11 @@ fn newest_batch_of_deletes_leaves_one_tombstone() {
 #[test]
 fn tombstones_that_must_stay_are_not_rewritten_again_and_again() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = || Options {
-        sync: SyncPolicy::Never,
-        background_compaction: false,
+    let small_segments = || Options {
         segment_size: 64 << 10,
-        ..Options::default()
+        ..opts()
     };
-    let db = Db::open(dir.path(), opts()).unwrap();
+    let db = Db::open(dir.path(), small_segments()).unwrap();
     let key = |i: u32| format!("key{i:05}").into_bytes();
     // Old segments: 2,000 puts. Deleting one in five leaves them 80 % live (not picked).
     for i in 0..2000 {
@@ -90,7 +92,7 @@ fn tombstones_that_must_stay_are_not_rewritten_again_and_again() {
         "tombstones dropped by a full compaction: {stats:?}"
     );
     db.close().unwrap();
-    let db = Db::open(dir.path(), opts()).unwrap();
+    let db = Db::open(dir.path(), small_segments()).unwrap();
     assert_eq!(db.get(&key(5)).unwrap(), None, "deleted stays deleted");
     assert_eq!(db.get(&key(6)).unwrap(), Some(vec![7u8; 100]));
 }

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use cask_engine::Batch;
 
-use super::{CmdError, CmdResult, Ctx, int_arg, is};
+use super::{CmdError, CmdResult, Ctx, ScanOptions, int_arg, is, scan_options};
 use crate::server::frame::Frame;
 use crate::server::glob;
 use crate::server::keyspace::{DATABASES, NS_KEY, TYPE_LIST, TYPE_ZSET, engine_key};
@@ -136,28 +136,11 @@ pub fn scan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         .ok()
         .and_then(|s| s.parse::<u64>().ok())
         .ok_or_else(|| CmdError::err("invalid cursor"))?;
-    let mut pattern: Option<&[u8]> = None;
-    let mut count = 10i64;
-    let mut type_filter: Option<&[u8]> = None;
-    let mut i = 1;
-    while i < args.len() {
-        let Some(v) = args.get(i + 1) else {
-            return Err(CmdError::syntax());
-        };
-        if is(&args[i], "MATCH") {
-            pattern = Some(v);
-        } else if is(&args[i], "COUNT") {
-            count = int_arg(v)?;
-            if count < 1 {
-                return Err(CmdError::syntax());
-            }
-        } else if is(&args[i], "TYPE") {
-            type_filter = Some(v);
-        } else {
-            return Err(CmdError::syntax());
-        }
-        i += 2;
-    }
+    let ScanOptions {
+        pattern,
+        count,
+        type_filter,
+    } = scan_options(args, 1, true)?;
     let db = ctx.db();
     let after = if cursor == 0 {
         None

@@ -587,6 +587,49 @@ pub fn parse_float(b: &[u8]) -> Option<f64> {
     Some(v)
 }
 
+/// The options of SCAN and HSCAN/SSCAN/ZSCAN.
+pub struct ScanOptions<'a> {
+    /// `MATCH pattern`.
+    pub pattern: Option<&'a [u8]>,
+    /// `COUNT count`: 10 by default, at least 1.
+    pub count: i64,
+    /// `TYPE type` (SCAN only).
+    pub type_filter: Option<&'a [u8]>,
+}
+
+/// Parses `[MATCH pattern] [COUNT count]` (and `[TYPE type]` when `with_type`, for SCAN)
+/// from `args[from..]`.
+///
+/// # Errors
+/// A syntax error for anything else, a missing value or a count below 1.
+pub fn scan_options(args: &[Bytes], from: usize, with_type: bool) -> CmdResult<ScanOptions<'_>> {
+    let mut opts = ScanOptions {
+        pattern: None,
+        count: 10,
+        type_filter: None,
+    };
+    let mut i = from;
+    while i < args.len() {
+        let Some(v) = args.get(i + 1) else {
+            return Err(CmdError::syntax());
+        };
+        if is(&args[i], "MATCH") {
+            opts.pattern = Some(v);
+        } else if is(&args[i], "COUNT") {
+            opts.count = int_arg(v)?;
+            if opts.count < 1 {
+                return Err(CmdError::syntax());
+            }
+        } else if with_type && is(&args[i], "TYPE") {
+            opts.type_filter = Some(v);
+        } else {
+            return Err(CmdError::syntax());
+        }
+        i += 2;
+    }
+    Ok(opts)
+}
+
 /// Whether an argument equals a keyword, ignoring ASCII case.
 pub fn is(arg: &[u8], word: &str) -> bool {
     arg.eq_ignore_ascii_case(word.as_bytes())

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use bytes::Bytes;
 use cask_engine::Batch;
 
-use super::{CmdError, CmdResult, Ctx, int_arg, is};
+use super::{CmdError, CmdResult, Ctx, ScanOptions, int_arg, is, scan_options};
 use crate::server::coll::{Change, Coll, Meta, elem_key};
 use crate::server::frame::Frame;
 use crate::server::glob;
@@ -294,31 +294,6 @@ pub type ScanItem = dyn Fn(Vec<u8>, Vec<u8>, &mut Vec<Frame>);
 
 type ElemIter<'a> = dyn Iterator<Item = CmdResult<(Vec<u8>, Vec<u8>)>> + 'a;
 
-/// The `[MATCH pattern] [COUNT count]` options of HSCAN/SSCAN/ZSCAN (from `args[2]`):
-/// the pattern, and the count (default 10, at least 1).
-pub(super) fn scan_options(args: &[Bytes]) -> CmdResult<(Option<&[u8]>, i64)> {
-    let mut pattern: Option<&[u8]> = None;
-    let mut count = 10i64;
-    let mut i = 2;
-    while i < args.len() {
-        let Some(v) = args.get(i + 1) else {
-            return Err(CmdError::syntax());
-        };
-        if is(&args[i], "MATCH") {
-            pattern = Some(v);
-        } else if is(&args[i], "COUNT") {
-            count = int_arg(v)?;
-            if count < 1 {
-                return Err(CmdError::syntax());
-            }
-        } else {
-            return Err(CmdError::syntax());
-        }
-        i += 2;
-    }
-    Ok((pattern, count))
-}
-
 /// HSCAN/SSCAN (and ZSCAN-like) `key cursor [MATCH pattern] [COUNT count]` over the
 /// sub-keys of a collection of type `tag`. `item` turns one visited `(sub-key, value)` into
 /// the reply's entries (none to skip it); it gets values only when `values` is set.
@@ -351,7 +326,9 @@ pub fn scan_subkeys(
     let Some(coll) = store.coll(ctx.db(), key, tag)? else {
         return Ok(empty());
     };
-    let (pattern, mut count) = scan_options(args)?;
+    let ScanOptions {
+        pattern, mut count, ..
+    } = scan_options(args, 2, false)?;
     // Redis returns small (listpack-encoded) collections whole whatever COUNT says.
     if coll.meta.count <= SCAN_WHOLE_MAX {
         count = i64::MAX;

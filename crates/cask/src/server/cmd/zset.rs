@@ -29,7 +29,10 @@ use std::sync::{Mutex, OnceLock};
 
 use bytes::Bytes;
 
-use super::{Block, CmdError, CmdResult, Ctx, Outcome, int_arg, is, parse_float, timeout_arg};
+use super::{
+    Block, CmdError, CmdResult, Ctx, Outcome, ScanOptions, int_arg, is, parse_float, scan_options,
+    timeout_arg,
+};
 use crate::server::coll::{Change, Coll, prefix_end, score_from_key, score_key};
 use crate::server::frame::{Frame, format_d2string};
 use crate::server::glob;
@@ -1839,7 +1842,7 @@ pub fn zscan(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let Some(coll) = read(ctx, key)? else {
         return Ok(empty());
     };
-    let (pattern, count) = super::set::scan_options(args)?;
+    let ScanOptions { pattern, count, .. } = scan_options(args, 2, false)?;
     let db = ctx.db();
     let after = if cursor == 0 {
         None
