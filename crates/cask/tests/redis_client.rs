@@ -285,6 +285,119 @@ fn concurrent_incr_never_loses_an_update() {
     assert_eq!(c.strlen::<_, i64>("log").unwrap(), 16 * 200);
 }
 
+/// Pipelines of writes to one key hold the key between their commands (the connection's
+/// gate); other connections' pipelines, multi-key commands, transactions and a blocked
+/// popper on the same keys must still all be served, and no write lost.
+#[test]
+fn pipelines_on_one_key_interleave_with_every_other_writer() {
+    let (_d, s) = start(&[]);
+    let (threads, rounds, per) = (6, 20, 25);
+    let popper = {
+        let url = s.url();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut popped = 0;
+            while popped < threads * rounds {
+                let got: Option<(String, String)> =
+                    redis::cmd("BLPOP").arg("q").arg(10).query(&mut c).unwrap();
+                assert!(got.is_some(), "BLPOP timed out after {popped} pops");
+                popped += 1;
+            }
+            popped
+        })
+    };
+    let writers: Vec<_> = (0..threads)
+        .map(|t| {
+            let url = s.url();
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+                for r in 0..rounds {
+                    let mut p = redis::pipe();
+                    for i in 0..per {
+                        p.cmd("LPUSH").arg("l").arg(i).ignore();
+                        p.cmd("HINCRBY").arg("h").arg("f").arg(1).ignore();
+                        p.cmd("INCR").arg("n").ignore();
+                    }
+                    // A command on another key, a command on no key, a two-key move and a
+                    // transaction, in the middle of the run.
+                    p.cmd("SADD").arg("s").arg(format!("{t}-{r}")).ignore();
+                    p.cmd("PING").ignore();
+                    p.cmd("LMOVE")
+                        .arg("l")
+                        .arg("l2")
+                        .arg("LEFT")
+                        .arg("RIGHT")
+                        .ignore();
+                    p.cmd("MULTI").ignore();
+                    p.cmd("INCR").arg("n").ignore();
+                    p.cmd("LPUSH").arg("l").arg("tx").ignore();
+                    p.cmd("EXEC").ignore();
+                    p.cmd("RPUSH").arg("q").arg(format!("{t}-{r}")).ignore();
+                    for _ in 0..per {
+                        p.cmd("ZINCRBY").arg("z").arg(1).arg("m").ignore();
+                    }
+                    let () = p.query(&mut c).unwrap();
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert_eq!(popper.join().unwrap(), threads * rounds);
+    let mut c = conn(&s);
+    let runs = (threads * rounds) as i64;
+    let per = per as i64;
+    let len: i64 = c.llen("l").unwrap();
+    let moved: i64 = c.llen("l2").unwrap();
+    assert_eq!((len + moved, moved), (runs * (per + 1), runs));
+    assert_eq!(c.hget::<_, _, i64>("h", "f").unwrap(), runs * per);
+    assert_eq!(c.get::<_, i64>("n").unwrap(), runs * (per + 1));
+    assert_eq!(c.scard::<_, i64>("s").unwrap(), runs);
+    assert_eq!(
+        c.zscore::<_, _, f64>("z", "m").unwrap(),
+        (runs * per) as f64
+    );
+    assert_eq!(c.llen::<_, i64>("q").unwrap(), 0);
+}
+
+/// A client blocked behind the writes of its own pipeline does not keep their key from
+/// other clients while it waits.
+#[test]
+fn a_blocked_pipeline_does_not_hold_the_key_it_wrote() {
+    let (_d, s) = start(&[]);
+    let blocked = {
+        let url = s.url();
+        std::thread::spawn(move || {
+            let mut c = redis::Client::open(url).unwrap().get_connection().unwrap();
+            let mut p = redis::pipe();
+            p.cmd("SET").arg("k").arg("a").ignore();
+            p.cmd("BLPOP").arg("b").arg(20);
+            let (got,): (Option<(String, String)>,) = p.query(&mut c).unwrap();
+            got
+        })
+    };
+    let mut c = conn(&s);
+    let start = std::time::Instant::now();
+    while c.get::<_, Option<String>>("k").unwrap().is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the pipeline never ran"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let before = std::time::Instant::now();
+    let () = c.set("k", "b").unwrap();
+    let took = before.elapsed();
+    let _: i64 = c.rpush("b", "x").unwrap();
+    assert_eq!(blocked.join().unwrap(), Some(("b".into(), "x".into())));
+    assert!(
+        took < Duration::from_secs(5),
+        "SET waited {took:?} for a blocked client"
+    );
+    assert_eq!(c.get::<_, String>("k").unwrap(), "b");
+}
+
 #[test]
 fn requirepass_with_client_auth() {
     let (_d, s) = start(&["--requirepass", "pw"]);

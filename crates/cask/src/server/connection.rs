@@ -185,6 +185,13 @@ async fn serve_client(
     let mut pending: Vec<Pending> = Vec::new();
     let mut need = 1usize;
     loop {
+        // The gate of the stripe the last single-key write ran on, kept while the next
+        // buffered commands write the same stripe: a pipeline of writes to one key runs
+        // without handing the key over between its commands, and connections waiting for
+        // it wait on the runtime rather than blocking a worker thread. Any other command
+        // drops it first (so a blocking command or a background job never waits holding
+        // it), and so does every flush (a slow reader must not hold up the key).
+        let mut gate: Option<(usize, tokio::sync::MutexGuard<'_, ()>)> = None;
         let mut close = false;
         let mut shutdown_server = false;
         while buf.len() >= need && !close {
@@ -221,6 +228,16 @@ async fn serve_client(
                 continue;
             }
             let before = client.max_version;
+            match cmd::written_key(&args) {
+                Some(key) if !client.tx.in_multi() => {
+                    let stripe = shared.store.stripe_of(client.db, key);
+                    if gate.as_ref().is_none_or(|(s, _)| *s != stripe) {
+                        drop(gate.take());
+                        gate = Some((stripe, shared.store.gate(stripe).await));
+                    }
+                }
+                _ => gate = None,
+            }
             let outcome = cmd::execute(shared, client, args);
             let wrote = client.max_version != before;
             // CLIENT REPLY OFF / SKIP (the SKIP itself and the next command).
@@ -269,9 +286,11 @@ async fn serve_client(
                 drain_messages(rx, client.proto, &mut pending, FLUSH_EVERY);
             }
             if pending.len() >= FLUSH_EVERY {
+                gate = None;
                 flush(shared, stream, client, &mut pending).await?;
             }
         }
+        drop(gate);
         flush(shared, stream, client, &mut pending).await?;
         if shutdown_server {
             shared.shutdown_requested.notify_one();

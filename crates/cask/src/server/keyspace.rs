@@ -122,6 +122,7 @@ pub struct Store {
 #[derive(Debug)]
 pub struct Locks {
     stripes: Vec<Mutex<()>>,
+    gates: Vec<tokio::sync::Mutex<()>>,
     hasher: std::collections::hash_map::RandomState,
 }
 
@@ -129,6 +130,7 @@ impl Locks {
     fn new() -> Locks {
         Locks {
             stripes: (0..STRIPES).map(|_| Mutex::new(())).collect(),
+            gates: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
         }
     }
@@ -186,6 +188,22 @@ impl Store {
     /// Locks the stripes of `keys` in database `db` (in stripe order, without duplicates).
     pub fn lock<'a>(&'a self, db: u8, keys: &[&[u8]]) -> KeyLocks<'a> {
         self.locks.lock(db, keys)
+    }
+
+    /// The stripe of `key` in `db` (what [`Store::gate`] takes).
+    pub fn stripe_of(&self, db: u8, key: &[u8]) -> usize {
+        self.locks.stripe(db, key)
+    }
+
+    /// Waits, without blocking the thread, until no other connection is running commands
+    /// on stripe `stripe`; while the returned guard lives, other connections' commands on
+    /// it wait their turn the same way (the stripe's lock is still taken by each command).
+    pub async fn gate(&self, stripe: usize) -> tokio::sync::MutexGuard<'_, ()> {
+        let gate = &self.locks.gates[stripe];
+        match gate.try_lock() {
+            Ok(g) => g,
+            Err(_) => gate.lock().await,
+        }
     }
 
     /// Locks keys living in two databases (MOVE, COPY ... DB), in stripe order.

@@ -427,6 +427,16 @@ pub static COMMANDS: &[Spec] = &[
     spec!("blmpop", -5, &["write", "blocking", "movablekeys"], 0, 0, 0, special list::blmpop),
 ];
 
+/// The key of a write command that names exactly one key (SET, LPUSH, ZADD...), if it is
+/// one.
+pub fn written_key(args: &[Bytes]) -> Option<&[u8]> {
+    let spec = &COMMANDS[lookup_index(&args[0])?];
+    if spec.first_key <= 0 || spec.last_key != spec.first_key || !spec.flags.contains(&"write") {
+        return None;
+    }
+    args.get(spec.first_key as usize).map(|k| &k[..])
+}
+
 /// Looks a command up by name, case-insensitively.
 pub fn lookup(name: &[u8]) -> Option<&'static Spec> {
     lookup_index(name).map(|i| &COMMANDS[i])
