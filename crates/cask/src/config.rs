@@ -60,6 +60,13 @@ pub struct ServeArgs {
     /// How often background compaction looks for wasteful segments, in ms (default 10000).
     #[arg(long, env = "CASK_COMPACTION_INTERVAL_MS")]
     pub compaction_interval_ms: Option<u64>,
+    /// Slots of the engine's cache of recently written and read small values, one value per
+    /// slot (default 16384, 0 = off).
+    #[arg(long, env = "CASK_VALUE_CACHE_SLOTS")]
+    pub value_cache_slots: Option<usize>,
+    /// Largest value the value cache holds, in bytes (default 256).
+    #[arg(long, env = "CASK_VALUE_CACHE_MAX_VALUE")]
+    pub value_cache_max_value: Option<usize>,
 }
 
 /// The TOML file: the same keys as the flags, with underscores.
@@ -80,6 +87,8 @@ struct FileConfig {
     client_output_buffer_limit_pubsub: Option<u64>,
     max_segment_size: Option<u64>,
     compaction_interval_ms: Option<u64>,
+    value_cache_slots: Option<usize>,
+    value_cache_max_value: Option<usize>,
 }
 
 /// Protocol limits, all checked before the memory they bound is allocated.
@@ -131,6 +140,10 @@ pub struct ServerConfig {
     pub max_segment_size: Option<u64>,
     /// Background compaction interval in ms (`None`: the engine's default).
     pub compaction_interval_ms: Option<u64>,
+    /// Value cache slots (`None`: the engine's default).
+    pub value_cache_slots: Option<usize>,
+    /// Largest cached value (`None`: the engine's default).
+    pub value_cache_max_value: Option<usize>,
 }
 
 /// A configuration that cannot be used.
@@ -232,6 +245,8 @@ impl ServerConfig {
             },
             max_segment_size: args.max_segment_size.or(file.max_segment_size),
             compaction_interval_ms: args.compaction_interval_ms.or(file.compaction_interval_ms),
+            value_cache_slots: args.value_cache_slots.or(file.value_cache_slots),
+            value_cache_max_value: args.value_cache_max_value.or(file.value_cache_max_value),
         };
         if cfg.compaction_interval_ms == Some(0) {
             return Err(ConfigError::Invalid {

@@ -20,6 +20,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard, RwLock};
 use tracing::{debug, warn};
 
 use crate::batch::{Batch, BatchOp};
+use crate::cache::ValueCache;
 use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry, HintWriter};
 use crate::keydir::{Entry, IndexKey, KeyDir};
@@ -108,6 +109,8 @@ pub(crate) struct Inner {
     poison_reason: Mutex<Option<String>>,
     closed: AtomicBool,
     pub compaction_lock: Mutex<()>,
+    /// Recently written and read values.
+    cache: ValueCache,
     pub counters: Counters,
     /// Sealed segments still waiting for a hint file.
     pub hints_pending: Mutex<Vec<u32>>,
@@ -165,6 +168,7 @@ impl Db {
         };
         let recovered = recover(&dir, &opts)?;
         let inner = Arc::new(Inner {
+            cache: ValueCache::new(opts.value_cache_slots, opts.value_cache_max_value),
             dir,
             keydir: RwLock::new(recovered.keydir),
             segments: RwLock::new(recovered.segments),
@@ -829,12 +833,19 @@ impl Inner {
         w.next_seq = seq + 1;
         self.last_seq.store(seq, Ordering::Release);
         let mut kd = self.keydir.write();
-        for (op, (start, len)) in ops.iter().zip(placed) {
+        for (op, &(start, len)) in ops.iter().zip(&placed) {
             if op.delete {
                 kd.remove(op.key);
             } else {
                 let e = Entry::new(seg, base + start, len as u32, seq, op.expire);
                 kd.insert(op.key, e);
+            }
+        }
+        drop(kd);
+        for (op, &(start, _)) in ops.iter().zip(&placed) {
+            if !op.delete {
+                self.cache
+                    .put_written(op.key, seg, base + start, seq, op.value);
             }
         }
         Ok(seq)
@@ -915,8 +926,14 @@ impl Inner {
             if e.expired(now) {
                 return Ok(None);
             }
+            if let Some(v) = self.cache.get(key, &e) {
+                return Ok(Some((v, e)));
+            }
             match self.read_value(key, &e)? {
-                Some(v) => return Ok(Some((v, e))),
+                Some(v) => {
+                    self.cache.put(key, e.seg(), e.off(), e.seq(), &v);
+                    return Ok(Some((v, e)));
+                }
                 None => continue,
             }
         }

@@ -36,6 +36,7 @@
 //! The on-disk format is documented in `docs/FORMAT.md`.
 
 pub mod batch;
+mod cache;
 pub mod check;
 pub mod compact;
 pub mod db;

@@ -104,6 +104,11 @@ pub struct Options {
     pub use_hint_files: bool,
     /// Create the directory if it does not exist. Default true.
     pub create_if_missing: bool,
+    /// Slots of the cache of recently written and read values (one value per slot, chosen
+    /// by a hash of the key), which spares hot keys a `pread`. 0 turns it off. Default 16384.
+    pub value_cache_slots: usize,
+    /// Largest value the value cache holds, in bytes. Default 256.
+    pub value_cache_max_value: usize,
     /// Start the background threads (the interval fsync, hint files and compaction).
     /// Default true. Without them nothing happens unless called: `sync` makes
     /// `SyncPolicy::Interval` writes durable, `write_pending_hints` writes hint files and
@@ -130,6 +135,8 @@ impl Default for Options {
             compaction_interval: Duration::from_secs(10),
             use_hint_files: true,
             create_if_missing: true,
+            value_cache_slots: 16384,
+            value_cache_max_value: 256,
             background_threads: true,
             clock: Arc::new(SystemClock),
             vfs: Arc::new(OsVfs),

@@ -221,6 +221,12 @@ pub fn run(dir: &Path, args: ServeArgs) -> ExitCode {
     if let Some(ms) = config.compaction_interval_ms {
         opts.compaction_interval = std::time::Duration::from_millis(ms);
     }
+    if let Some(slots) = config.value_cache_slots {
+        opts.value_cache_slots = slots;
+    }
+    if let Some(bytes) = config.value_cache_max_value {
+        opts.value_cache_max_value = bytes;
+    }
     let db = match Db::open(dir, opts) {
         Ok(db) => db,
         Err(e) => {
