@@ -381,17 +381,21 @@ mod tests {
         let path = dir.path().join("cask.toml");
         std::fs::write(
             &path,
-            "max_segment_size = 8192\ncompaction_interval_ms = 50\n",
+            "max_segment_size = 8192\ncompaction_interval_ms = 50\n\
+             value_cache_slots = 10\nvalue_cache_max_value = 64\n",
         )
         .unwrap();
         let args = ServeArgs {
             compaction_interval_ms: Some(20),
+            value_cache_slots: Some(0),
             config: Some(path),
             ..ServeArgs::default()
         };
         let cfg = ServerConfig::resolve(&args).unwrap();
         assert_eq!(cfg.max_segment_size, Some(8192), "from the file");
         assert_eq!(cfg.compaction_interval_ms, Some(20), "flag wins");
+        assert_eq!(cfg.value_cache_slots, Some(0), "flag wins");
+        assert_eq!(cfg.value_cache_max_value, Some(64), "from the file");
         let cfg = ServerConfig::resolve(&ServeArgs::default()).unwrap();
         assert_eq!(
             (cfg.max_segment_size, cfg.compaction_interval_ms),
