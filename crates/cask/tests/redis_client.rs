@@ -3,6 +3,7 @@
 mod server_common;
 
 use std::collections::HashSet;
+use std::io::Write;
 use std::time::Duration;
 
 use redis::{Commands, RedisResult, Value};
@@ -396,6 +397,36 @@ fn a_blocked_pipeline_does_not_hold_the_key_it_wrote() {
         "SET waited {took:?} for a blocked client"
     );
     assert_eq!(c.get::<_, String>("k").unwrap(), "b");
+}
+
+/// A client that stops reading its replies does not keep the key its pipeline wrote while
+/// the server waits to send them.
+#[test]
+fn a_client_not_reading_its_replies_does_not_hold_the_key_it_wrote() {
+    let (_d, s) = start(&[]);
+    let big = vec![b'x'; 256 << 10];
+    let mut cmd = Vec::new();
+    cmd.extend_from_slice(format!("*4\r\n$3\r\nSET\r\n$1\r\nk\r\n${}\r\n", big.len()).as_bytes());
+    cmd.extend_from_slice(&big);
+    cmd.extend_from_slice(b"\r\n$3\r\nGET\r\n");
+    // 200 x SET k <256 KiB> GET: 50 MiB of replies (the old values) nobody reads.
+    let pipeline = cmd.repeat(200);
+    let mut slow = s.connect();
+    let writer = std::thread::spawn(move || {
+        let _ = slow.0.write_all(&pipeline);
+        slow
+    });
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut other = s.connect();
+    other
+        .0
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    other.send(b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$1\r\nv\r\n");
+    other.expect(b"+OK\r\n");
+    drop(other);
+    drop(s);
+    drop(writer.join());
 }
 
 #[test]
