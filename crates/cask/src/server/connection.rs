@@ -365,15 +365,20 @@ async fn wait_blocked(
         }
     }
     let _blocked = Unblocked(&handle);
+    // For INFO commandstats: the time spent running the command (not waiting), and
+    // whether it wrote.
+    let (mut busy, before) = (std::time::Duration::ZERO, client.max_version);
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
         let res = {
+            let started = std::time::Instant::now();
             let _gate = shared.exec_gate.read(client.handle.id);
             let mut ctx = cmd::Ctx { shared, client };
             let res = (block.retry)(&mut ctx, &block.args);
             if !matches!(res, Ok(None)) && shared.watches.active() {
                 shared.watches.after_write(&shared.store, &block.args);
             }
+            busy += started.elapsed();
             res
         };
         match res {
@@ -403,7 +408,7 @@ async fn wait_blocked(
                     _ => {}
                 }
             }
-            () = sleep => return Ok(Some(block.timeout_reply)),
+            () = sleep => break block.timeout_reply,
             Some(msg) = rx.recv() => {
                 // RESP3 clients may block while subscribed: keep delivering.
                 let mut pending = vec![Pending { frame: msg.0, wrote: false, proto: client.proto, pushed: msg.1 }];
@@ -419,6 +424,9 @@ async fn wait_blocked(
             }
         }
     };
+    let failed = matches!(served, Frame::Error(_));
+    let index = client.handle.last_cmd.load(Ordering::Relaxed);
+    cmd::account(shared, index, busy, failed, client.max_version != before);
     // Pass the turn: the next client blocked on these keys retries if anything is left.
     drop(waiter);
     for k in &keys {

@@ -14,6 +14,7 @@
 
 pub mod blocking;
 pub mod cmd;
+pub mod cmdstats;
 pub mod coll;
 pub mod connection;
 pub mod durability;
@@ -63,6 +64,9 @@ pub struct Counters {
     pub net_out: AtomicU64,
     /// Protocol errors and error replies.
     pub errors: AtomicU64,
+    /// RESP commands that changed data since the last SAVE / BGSAVE (INFO's
+    /// `rdb_changes_since_last_save`): one per command, not per element.
+    pub dirty: Arc<AtomicU64>,
 }
 
 /// What CLIENT LIST and CLIENT KILL see of a connection.
@@ -156,6 +160,8 @@ pub struct Shared {
     pub pubsub: pubsub::Hub,
     /// Prometheus metrics of both servers.
     pub metrics: metrics::Metrics,
+    /// INFO commandstats.
+    pub cmd_stats: cmdstats::CommandStats,
 }
 
 impl Shared {
@@ -396,6 +402,7 @@ pub fn new_shared(
         exec_gate: cmd::tx::ExecGate::default(),
         watches: cmd::tx::Watches::default(),
         pubsub: pubsub::Hub::default(),
+        cmd_stats: cmdstats::CommandStats::new(cmd::COMMANDS.len()),
     }))
 }
 

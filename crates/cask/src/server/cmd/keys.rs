@@ -1,5 +1,6 @@
 //! Keyspace commands: DEL UNLINK EXISTS TOUCH TYPE KEYS SCAN RANDOMKEY RENAME RENAMENX COPY
-//! MOVE EXPIRE PEXPIRE EXPIREAT PEXPIREAT EXPIRETIME PEXPIRETIME TTL PTTL PERSIST OBJECT.
+//! MOVE EXPIRE PEXPIRE EXPIREAT PEXPIREAT EXPIRETIME PEXPIRETIME TTL PTTL PERSIST OBJECT
+//! MEMORY.
 //!
 //! SCAN cursors: the keyspace is an ordered map, so a cursor stands for "the last key
 //! returned". Redis clients expect a number, so the server keeps a bounded table from
@@ -522,4 +523,84 @@ pub fn object(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
              some time to adjust.",
         ))
     }
+}
+
+/// Estimated index memory per engine record beyond its key bytes: the index entry (32-byte
+/// key slot, 28-byte location) and its share of the B-tree node.
+pub const INDEX_ENTRY_BYTES: u64 = 72;
+
+/// MEMORY USAGE key [SAMPLES count] | DOCTOR | HELP
+///
+/// cask keeps values on disk, so USAGE reports the key's share of the server's memory: the
+/// in-memory index entries of its records (the key record and, for a collection, one per
+/// element, estimated from `count` sampled elements; `SAMPLES 0` reads them all).
+pub fn memory(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
+    let sub = &args[0];
+    if is(sub, "HELP") {
+        return Ok(Frame::Array(
+            [
+                "MEMORY <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Estimate the memory the key's index entries take (values are on disk).",
+                "DOCTOR",
+                "    Report about memory problems.",
+            ]
+            .iter()
+            .map(|l| Frame::Simple((*l).into()))
+            .collect(),
+        ));
+    }
+    if is(sub, "DOCTOR") {
+        if args.len() != 1 {
+            return Err(CmdError::arity("memory|doctor"));
+        }
+        return Ok(Frame::bulk(
+            "cask keeps values on disk and only keys and their locations in memory: \
+             INFO's # Cask section shows the key count; nothing else to report.",
+        ));
+    }
+    if !is(sub, "USAGE") {
+        return Err(CmdError::unknown_subcommand(sub, "memory"));
+    }
+    let Some(key) = args.get(1) else {
+        return Err(CmdError::arity("memory|usage"));
+    };
+    let mut samples = 5u64;
+    let mut rest = &args[2..];
+    while let [opt, value, tail @ ..] = rest {
+        if !is(opt, "SAMPLES") {
+            return Err(CmdError::syntax());
+        }
+        let n = int_arg(value)?;
+        if n < 0 {
+            return Err(CmdError::syntax());
+        }
+        samples = if n == 0 { u64::MAX } else { n as u64 };
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(CmdError::syntax());
+    }
+    let db = ctx.db();
+    let store = ctx.store();
+    if store.meta(db, key)?.is_none() {
+        return Ok(Frame::Null);
+    }
+    let mut bytes = engine_key(db, key).len() as u64 + INDEX_ENTRY_BYTES;
+    if let Some(coll) = store.any_coll(db, key)? {
+        let (mut seen, mut sub_bytes) = (0u64, 0u64);
+        for sub in coll.keys(store, Bound::Unbounded, Bound::Unbounded, false) {
+            if seen >= samples {
+                break;
+            }
+            sub_bytes += sub?.len() as u64;
+            seen += 1;
+        }
+        // Sorted sets have two records per member (by member and by score).
+        let per_member = if coll.meta.tag == TYPE_ZSET { 2 } else { 1 };
+        let records = coll.meta.count * per_member;
+        let avg_sub = sub_bytes.checked_div(seen).unwrap_or(0);
+        bytes += records * (coll.prefix_len() as u64 + avg_sub + INDEX_ENTRY_BYTES);
+    }
+    Ok(Frame::Integer(i64::try_from(bytes).unwrap_or(i64::MAX)))
 }

@@ -147,6 +147,14 @@ fn push_values(change: &mut Change<'_>, end: End, values: &[Bytes]) -> CmdResult
     Ok(())
 }
 
+/// Appends `values` at the tail of the list `change` writes (SORT ... STORE).
+///
+/// # Errors
+/// The list has no room left at its tail.
+pub(crate) fn append(change: &mut Change<'_>, values: &[Bytes]) -> CmdResult<()> {
+    push_values(change, End::Right, values)
+}
+
 /// Pops up to `n` elements from `end`, in pop order. The change must have no pending
 /// writes at that end (reads see the stored list).
 fn pop_values(change: &mut Change<'_>, store: &Store, end: End, n: u64) -> CmdResult<Vec<Vec<u8>>> {

@@ -13,6 +13,7 @@ pub mod list;
 pub mod pubsub;
 pub mod server;
 pub mod set;
+pub mod sort;
 pub mod strings;
 pub mod tx;
 pub mod zset;
@@ -402,6 +403,9 @@ pub static COMMANDS: &[Spec] = &[
     spec!("pttl", 2, R, 1, 1, 1, plain keys::pttl),
     spec!("persist", 2, W, 1, 1, 1, plain keys::persist),
     spec!("object", -2, &["readonly"], 0, 0, 0, plain keys::object),
+    spec!("memory", -2, &["readonly"], 0, 0, 0, plain keys::memory),
+    spec!("sort", -2, &["write", "denyoom", "movablekeys"], 1, 1, 1, plain sort::sort),
+    spec!("sort_ro", -2, &["readonly"], 1, 1, 1, plain sort::sort_ro),
     // Lists (list.rs).
     spec!("lpush", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::lpush),
     spec!("rpush", -3, &["write", "denyoom", "fast"], 1, 1, 1, plain list::rpush),
@@ -491,6 +495,11 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         return refuse(client, msg);
     };
     let spec = &COMMANDS[index];
+    // Refusals from here on count as the command's rejected calls (INFO commandstats).
+    let refuse = |client: &mut ClientState, msg: String| {
+        shared.cmd_stats.reject(index);
+        refuse(client, msg)
+    };
     let n = args.len() as i64;
     if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
         return refuse(client, CmdError::arity(spec.name).0);
@@ -542,6 +551,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     // EXEC takes the gate exclusively itself; a shared hold here would deadlock it.
     let id = client.handle.id;
     let _gate = (name != "exec").then(|| shared.exec_gate.read(id));
+    let before = client.max_version;
     let mut ctx = Ctx { shared, client };
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
@@ -552,8 +562,32 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     }
     let out = res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)));
     let ok = !matches!(out, Outcome::Reply(Frame::Error(_)));
-    shared.metrics.resp_command(index, ok, started.elapsed());
+    let took = started.elapsed();
+    shared.metrics.resp_command(index, ok, took);
+    // A blocked command counts once it is served; EXEC's queued commands count themselves.
+    if !matches!(out, Outcome::Block(_)) {
+        shared.cmd_stats.call(index, took, !ok);
+        if name != "exec" && client.max_version != before {
+            shared.counters.dirty.fetch_add(1, Ordering::Relaxed);
+        }
+    }
     out
+}
+
+/// Counts one run of the command at `index` of [`COMMANDS`] that EXEC or a blocked
+/// client's wait ran outside [`execute`]: its INFO commandstats entry, and the dirty
+/// counter if it wrote.
+pub fn account(
+    shared: &Shared,
+    index: usize,
+    took: std::time::Duration,
+    failed: bool,
+    wrote: bool,
+) {
+    shared.cmd_stats.call(index, took, failed);
+    if wrote {
+        shared.counters.dirty.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// At most `max` bytes of `b`, lossily as text, for error messages.

@@ -60,10 +60,11 @@ fn sections(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
     out.push((
         "persistence",
         format!(
-            "loading:0\r\nrdb_changes_since_last_save:0\r\nrdb_bgsave_in_progress:{}\r\n\
+            "loading:0\r\nrdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:{}\r\n\
              rdb_last_save_time:{}\r\nrdb_last_bgsave_status:ok\r\naof_enabled:{aof}\r\n\
              aof_rewrite_in_progress:0\r\naof_last_write_status:{}\r\n\
              cask_sync_policy:{fsync}\r\n",
+            c.dirty.load(Ordering::Relaxed),
             u8::from(sh.bgsave_running.load(Ordering::Relaxed)),
             sh.last_save.load(Ordering::Relaxed),
             if sh.store.db.is_poisoned() {
@@ -89,6 +90,10 @@ fn sections(ctx: &Ctx<'_>) -> Vec<(&'static str, String)> {
             c.misses.load(Ordering::Relaxed),
             c.errors.load(Ordering::Relaxed),
         ),
+    ));
+    out.push((
+        "commandstats",
+        sh.cmd_stats.render(super::COMMANDS.iter().map(|c| c.name)),
     ));
     out.push((
         "replication",
@@ -157,13 +162,12 @@ fn appendfsync(sync: &SyncPolicy) -> (u8, &'static str) {
 
 /// INFO [section ...]
 pub fn info(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
-    let all = args.is_empty()
-        || args
-            .iter()
-            .any(|a| is(a, "all") || is(a, "everything") || is(a, "default"));
+    let all = args.iter().any(|a| is(a, "all") || is(a, "everything"));
+    let default = args.is_empty() || args.iter().any(|a| is(a, "default"));
     let mut text = String::new();
     for (name, body) in sections(ctx) {
-        if all || args.iter().any(|a| is(a, name)) {
+        // As in Redis, the default sections leave out commandstats.
+        if all || (default && name != "commandstats") || args.iter().any(|a| is(a, name)) {
             if !text.is_empty() {
                 text.push_str("\r\n");
             }
@@ -317,6 +321,7 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         ] {
             counter.store(0, Ordering::Relaxed);
         }
+        ctx.shared.cmd_stats.reset();
         Ok(Frame::ok())
     } else if is(sub, "HELP") {
         Ok(Frame::Array(
@@ -393,9 +398,12 @@ fn save_now(db: &cask_engine::Db) -> Result<(), cask_engine::Error> {
 pub fn save(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
     let db = ctx.store().db.clone();
     let last = ctx.shared.last_save.clone();
+    let dirty = ctx.shared.counters.dirty.clone();
+    let saved = dirty.load(Ordering::Relaxed);
     Ok(Outcome::Blocking(Box::new(move || match save_now(&db) {
         Ok(()) => {
             last.store(unix_secs(), Ordering::Relaxed);
+            dirty.fetch_sub(saved, Ordering::Relaxed);
             Frame::ok()
         }
         Err(e) => Frame::error(format!("ERR {e}")),
@@ -410,9 +418,15 @@ fn background(ctx: &Ctx<'_>) -> CmdResult<()> {
     let db = sh.store.db.clone();
     let last = sh.last_save.clone();
     let running = sh.bgsave_running.clone();
+    let dirty = sh.counters.dirty.clone();
+    let saved = dirty.load(Ordering::Relaxed);
     tokio::task::spawn_blocking(move || {
         match save_now(&db) {
-            Ok(()) => last.store(unix_secs(), Ordering::Relaxed),
+            Ok(()) => {
+                last.store(unix_secs(), Ordering::Relaxed);
+                // Changes made while it ran stay counted, as in Redis.
+                dirty.fetch_sub(saved, Ordering::Relaxed);
+            }
             Err(e) => tracing::error!(error = %e, "background save failed"),
         }
         running.store(false, Ordering::SeqCst);

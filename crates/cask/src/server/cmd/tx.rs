@@ -287,6 +287,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
     for (index, args) in queued {
         let spec = &COMMANDS[index];
         shared.counters.commands.fetch_add(1, Ordering::Relaxed);
+        let (started, before) = (std::time::Instant::now(), ctx.client.max_version);
         let res = match spec.handler {
             Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
             Handler::Special(h) => h(ctx, &args[1..]),
@@ -310,6 +311,9 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
             Ok(Outcome::Blocking(job)) => job(),
             Ok(Outcome::Shutdown) => Frame::error("ERR Command not allowed inside a transaction"),
         };
+        let failed = matches!(frame, Frame::Error(_));
+        let wrote = ctx.client.max_version != before;
+        super::account(shared, index, started.elapsed(), failed, wrote);
         replies.push(frame);
     }
     Ok(Outcome::Reply(Frame::Array(replies)))

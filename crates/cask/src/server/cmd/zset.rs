@@ -128,6 +128,16 @@ fn index<'a>(
         .map(|r| r.and_then(|k| parse_s(&k)))
 }
 
+/// Every member of `coll` in score order (index only). For SORT.
+///
+/// # Errors
+/// Engine errors, a corrupt index record.
+pub(crate) fn members_by_score(store: &Store, coll: &Coll) -> CmdResult<Vec<Vec<u8>>> {
+    index(store, coll, &s_all(), false)
+        .map(|r| r.map(|(_, m)| m))
+        .collect()
+}
+
 /// The score of `member`, one record read.
 fn score_of(store: &Store, coll: &Coll, member: &[u8]) -> CmdResult<Option<f64>> {
     match coll.get(store, &m_sub(member))? {
