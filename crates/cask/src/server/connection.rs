@@ -238,10 +238,15 @@ async fn serve_client(
                 }
                 _ => gate = None,
             }
+            // (P)(UN)SUBSCRIBE confirmations are pushes, which CLIENT REPLY OFF / SKIP do
+            // not silence (as in Redis).
+            let push = ["subscribe", "unsubscribe", "psubscribe", "punsubscribe"]
+                .iter()
+                .any(|c| cmd::is(&args[0], c));
             let outcome = cmd::execute(shared, client, args);
             let wrote = client.max_version != before;
             // CLIENT REPLY OFF / SKIP (the SKIP itself and the next command).
-            let suppress = client.reply_off || client.reply_skip > 0;
+            let suppress = !push && (client.reply_off || client.reply_skip > 0);
             client.reply_skip = client.reply_skip.saturating_sub(1);
             match outcome {
                 Outcome::Reply(frame) => {
@@ -373,10 +378,23 @@ async fn wait_blocked(
         let res = {
             let started = std::time::Instant::now();
             let _gate = shared.exec_gate.read(client.handle.id);
+            // Keyspace notifications (only while they are on) need the full command.
+            let index = client.handle.last_cmd.load(Ordering::Relaxed);
+            let notify = cmd::COMMANDS.get(index).and_then(|spec| {
+                let full: Vec<Bytes> = std::iter::once(Bytes::from_static(spec.name.as_bytes()))
+                    .chain(block.args.iter().cloned())
+                    .collect();
+                let t = crate::server::notify::prepare(shared, spec, &full, client.db)?;
+                Some((spec, full, t, client.max_version))
+            });
             let mut ctx = cmd::Ctx { shared, client };
             let res = (block.retry)(&mut ctx, &block.args);
             if !matches!(res, Ok(None)) && shared.watches.active() {
                 shared.watches.after_write(&shared.store, &block.args);
+            }
+            if let (Some((spec, full, t, before)), Ok(Some(frame))) = (notify, &res) {
+                let wrote = client.max_version != before;
+                crate::server::notify::finish(shared, t, spec.name, &full, frame, wrote);
             }
             busy += started.elapsed();
             res

@@ -22,6 +22,7 @@ pub mod frame;
 pub mod glob;
 pub mod keyspace;
 pub mod metrics;
+pub mod notify;
 pub mod parse;
 pub mod pubsub;
 pub mod shutdown;
@@ -162,6 +163,8 @@ pub struct Shared {
     pub metrics: metrics::Metrics,
     /// INFO commandstats.
     pub cmd_stats: cmdstats::CommandStats,
+    /// Keyspace notifications (`notify-keyspace-events`).
+    pub notify: notify::Notifier,
 }
 
 impl Shared {
@@ -310,6 +313,7 @@ pub async fn serve_on(db: Db, listener: TcpListener, config: ServerConfig) -> Ex
             return ExitCode::FAILURE;
         }
     };
+    tokio::spawn(notify::expire_loop(Arc::downgrade(&shared)));
     let mut signals = match shutdown::Signals::install() {
         Ok(s) => s,
         Err(e) => {
@@ -403,6 +407,7 @@ pub fn new_shared(
         watches: cmd::tx::Watches::default(),
         pubsub: pubsub::Hub::default(),
         cmd_stats: cmdstats::CommandStats::new(cmd::COMMANDS.len()),
+        notify: notify::Notifier::default(),
     }))
 }
 

@@ -457,7 +457,7 @@ fn command_info(spec: &Spec) -> Frame {
 ///
 /// # Errors
 /// A key count (`numkeys`) that is not a number or exceeds the arguments.
-fn key_positions(spec: &Spec, args: &[Bytes]) -> CmdResult<Vec<usize>> {
+pub fn key_positions(spec: &Spec, args: &[Bytes]) -> CmdResult<Vec<usize>> {
     let invalid = || CmdError::err("Invalid arguments specified for command");
     // `numkeys` at `at`, the keys right after it.
     let numkeys = |at: usize| -> CmdResult<Vec<usize>> {

@@ -552,6 +552,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     let id = client.handle.id;
     let _gate = (name != "exec").then(|| shared.exec_gate.read(id));
     let before = client.max_version;
+    let touched = crate::server::notify::prepare(shared, spec, &args, client.db);
     let mut ctx = Ctx { shared, client };
     let res = match spec.handler {
         Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
@@ -567,8 +568,16 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     // A blocked command counts once it is served; EXEC's queued commands count themselves.
     if !matches!(out, Outcome::Block(_)) {
         shared.cmd_stats.call(index, took, !ok);
-        if name != "exec" && client.max_version != before {
+        let wrote = client.max_version != before;
+        if name != "exec" && wrote {
             shared.counters.dirty.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Some(t) = touched {
+            let reply = match &out {
+                Outcome::Reply(f) => f,
+                _ => &Frame::Null,
+            };
+            crate::server::notify::finish(shared, t, name, &args, reply, wrote);
         }
     }
     out

@@ -244,6 +244,10 @@ fn fixed_params(sh: &Shared) -> Vec<(&'static str, String)> {
         ("timeout", "0".into()),
         ("maxmemory", "0".into()),
         ("maxmemory-policy", "noeviction".into()),
+        (
+            "notify-keyspace-events",
+            crate::server::notify::flags_to_string(sh.notify.flags()),
+        ),
     ]
 }
 
@@ -271,7 +275,16 @@ pub fn config(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
         }
         for pair in rest.chunks(2) {
             let name = &pair[0];
-            if is(name, "requirepass") {
+            if is(name, "notify-keyspace-events") {
+                let Some(flags) = crate::server::notify::parse_flags(&pair[1]) else {
+                    return Err(CmdError::err(
+                        "CONFIG SET failed (possibly related to argument \
+                         'notify-keyspace-events') - Invalid event class character. Use \
+                         'Ag$lshzxeKEtmdn'.",
+                    ));
+                };
+                ctx.shared.notify.set_flags(flags);
+            } else if is(name, "requirepass") {
                 let pw = String::from_utf8_lossy(&pair[1]).into_owned();
                 *ctx.shared
                     .requirepass

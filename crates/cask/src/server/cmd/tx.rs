@@ -288,6 +288,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
         let spec = &COMMANDS[index];
         shared.counters.commands.fetch_add(1, Ordering::Relaxed);
         let (started, before) = (std::time::Instant::now(), ctx.client.max_version);
+        let touched = crate::server::notify::prepare(shared, spec, &args, ctx.client.db);
         let res = match spec.handler {
             Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
             Handler::Special(h) => h(ctx, &args[1..]),
@@ -314,6 +315,9 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
         let failed = matches!(frame, Frame::Error(_));
         let wrote = ctx.client.max_version != before;
         super::account(shared, index, started.elapsed(), failed, wrote);
+        if let Some(t) = touched {
+            crate::server::notify::finish(shared, t, spec.name, &args, &frame, wrote);
+        }
         replies.push(frame);
     }
     Ok(Outcome::Reply(Frame::Array(replies)))
