@@ -25,6 +25,7 @@ pub mod metrics;
 pub mod notify;
 pub mod parse;
 pub mod pubsub;
+pub mod rdb;
 pub mod shutdown;
 pub mod sweep;
 

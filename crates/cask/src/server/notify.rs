@@ -360,6 +360,14 @@ fn command_events(
             push(&mut ev, GENERIC, e, 0);
         }
         "persist" => push(&mut ev, GENERIC, "persist", 0),
+        "restore" => {
+            let e = if after.first() == Some(&true) {
+                "restore"
+            } else {
+                "del"
+            };
+            push(&mut ev, GENERIC, e, 0);
+        }
         "rename" | "renamenx" => {
             push(&mut ev, GENERIC, "rename_from", 0);
             push(&mut ev, GENERIC, "rename_to", 1);

@@ -7,6 +7,7 @@
 //! panic on client input: every argument is validated and every engine error is mapped.
 
 pub mod connection;
+pub mod dump;
 pub mod hash;
 pub mod keys;
 pub mod list;
@@ -404,6 +405,8 @@ pub static COMMANDS: &[Spec] = &[
     spec!("persist", 2, W, 1, 1, 1, plain keys::persist),
     spec!("object", -2, &["readonly"], 0, 0, 0, plain keys::object),
     spec!("memory", -2, &["readonly"], 0, 0, 0, plain keys::memory),
+    spec!("dump", 2, &["readonly"], 1, 1, 1, plain dump::dump),
+    spec!("restore", -4, &["write", "denyoom"], 1, 1, 1, plain dump::restore),
     spec!("sort", -2, &["write", "denyoom", "movablekeys"], 1, 1, 1, plain sort::sort),
     spec!("sort_ro", -2, &["readonly"], 1, 1, 1, plain sort::sort_ro),
     // Lists (list.rs).

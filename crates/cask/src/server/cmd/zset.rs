@@ -138,6 +138,27 @@ pub(crate) fn members_by_score(store: &Store, coll: &Coll) -> CmdResult<Vec<Vec<
         .collect()
 }
 
+/// Every (member, score) of `coll`, in score order (index only). For DUMP.
+///
+/// # Errors
+/// Engine errors, a corrupt index record.
+pub(crate) fn members_with_scores(store: &Store, coll: &Coll) -> CmdResult<Vec<(Vec<u8>, f64)>> {
+    index(store, coll, &s_all(), false)
+        .map(|r| r.map(|(s, m)| (m, s)))
+        .collect()
+}
+
+/// Adds `member` with `score` to a sorted set being written (RESTORE); a member given twice
+/// keeps its last score.
+///
+/// # Errors
+/// Engine errors.
+pub(crate) fn restore_member(ch: &mut Change<'_>, member: &[u8], score: f64) -> CmdResult<()> {
+    let old = change_score(ch, member)?;
+    put_member(ch, member, old, score);
+    Ok(())
+}
+
 /// The score of `member`, one record read.
 fn score_of(store: &Store, coll: &Coll, member: &[u8]) -> CmdResult<Option<f64>> {
     match coll.get(store, &m_sub(member))? {
