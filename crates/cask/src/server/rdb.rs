@@ -603,6 +603,42 @@ mod tests {
     }
 
     #[test]
+    fn ziplists_of_redis_before_7_decode() {
+        // Entries: "ab", 7 (immediate), 300 (int16), -2 (int8), 100000 (int24), 70 bytes
+        // (14-bit length); each after a 1-byte previous length.
+        let long = vec![b'z'; 70];
+        let mut entries = vec![
+            0, 0x02, b'a', b'b', 4, 0xF8, 2, 0xC0, 0x2c, 0x01, 4, 0xFE, 0xFE,
+        ];
+        entries.extend_from_slice(&[3, 0xF0, 0xa0, 0x86, 0x01, 5, 0x40, 70]);
+        entries.extend_from_slice(&long);
+        let total = 10 + entries.len() + 1;
+        let mut zl = (total as u32).to_le_bytes().to_vec();
+        zl.extend_from_slice(&0u32.to_le_bytes());
+        zl.extend_from_slice(&6u16.to_le_bytes());
+        zl.extend_from_slice(&entries);
+        zl.push(0xFF);
+        let want: Vec<Vec<u8>> = vec![
+            b"ab".to_vec(),
+            b"7".to_vec(),
+            b"300".to_vec(),
+            b"-2".to_vec(),
+            b"100000".to_vec(),
+            long,
+        ];
+        assert_eq!(ziplist(&zl).unwrap(), want);
+        // Cut short, or with a wrong total: refused.
+        assert!(ziplist(&zl[..zl.len() - 1]).is_err());
+        // As a list (type 10) inside a payload.
+        let mut body = vec![TYPE_LIST_ZIPLIST];
+        put_str(&mut body, &zl);
+        body.extend_from_slice(&9u16.to_le_bytes());
+        let crc = CRC64.checksum(&body);
+        body.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(restore(&body).unwrap(), Object::List(want));
+    }
+
+    #[test]
     fn lzf_back_references_expand() {
         // "abcabcabc": literal "abc" (ctrl 2), then a back reference of length 6 at
         // distance 3: ctrl (6-2)<<5 | 0, offset byte 2.
