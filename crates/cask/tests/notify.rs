@@ -7,7 +7,7 @@ mod server_common;
 use std::time::Duration;
 
 use redis::Value;
-use server_common::{Server, conn};
+use server_common::{Server, conn, wait_blocked};
 
 fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
     let mut c = redis::cmd(args[0]);
@@ -17,6 +17,14 @@ fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T 
     c.query(con).unwrap_or_else(|e| panic!("{args:?}: {e}"))
 }
 
+/// Subscribes `sub` to `pattern`, with a 5 s read timeout.
+fn listen<'a>(sub: &'a mut redis::Connection, pattern: &str) -> redis::PubSub<'a> {
+    let mut ps = sub.as_pubsub();
+    ps.psubscribe(pattern).unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    ps
+}
+
 /// Runs `commands` on one connection while another listens with PSUBSCRIBE `*`, and
 /// returns the (channel, message) pairs it received, in order, until `marker` (a PUBLISH
 /// sent last) arrives.
@@ -24,9 +32,7 @@ fn events(server: &Server, flags: &str, commands: &[&[&str]]) -> Vec<(String, St
     let mut c = conn(server);
     let _: () = q(&mut c, &["CONFIG", "SET", "notify-keyspace-events", flags]);
     let mut sub = conn(server);
-    let mut ps = sub.as_pubsub();
-    ps.psubscribe("*").unwrap();
-    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ps = listen(&mut sub, "*");
     for cmd in commands {
         let _: Value = q(&mut c, cmd);
     }
@@ -140,21 +146,13 @@ fn blocked_pops_publish_the_pop_of_the_key_they_served() {
     let mut c = conn(&server);
     let _: () = q(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Kl"]);
     let mut sub = conn(&server);
-    let mut ps = sub.as_pubsub();
-    ps.psubscribe("__keyspace@0__:*").unwrap();
-    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ps = listen(&mut sub, "__keyspace@0__:*");
     let mut blocked = conn(&server);
     let waiter = std::thread::spawn(move || {
         let v: Option<(String, String)> = q(&mut blocked, &["BRPOP", "a", "b", "10"]);
         v
     });
-    for _ in 0..200 {
-        let info: String = q(&mut c, &["INFO", "clients"]);
-        if info.contains("blocked_clients:1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_blocked(&mut c, 1);
     let _: i64 = q(&mut c, &["LPUSH", "b", "x"]);
     assert_eq!(waiter.join().unwrap(), Some(("b".into(), "x".into())));
     let mut got = Vec::new();
@@ -172,9 +170,7 @@ fn expired_keys_are_published_without_being_touched() {
     let mut c = conn(&server);
     let _: () = q(&mut c, &["CONFIG", "SET", "notify-keyspace-events", "Ex"]);
     let mut sub = conn(&server);
-    let mut ps = sub.as_pubsub();
-    ps.psubscribe("*").unwrap();
-    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut ps = listen(&mut sub, "*");
     let _: () = q(&mut c, &["PSETEX", "foo", "100", "1"]);
     let _: i64 = q(&mut c, &["RPUSH", "list", "a"]);
     let _: i64 = q(&mut c, &["PEXPIRE", "list", "150"]);

@@ -3,10 +3,8 @@
 
 mod server_common;
 
-use std::time::Duration;
-
 use redis::Value;
-use server_common::{Server, conn};
+use server_common::{Server, conn, wait_blocked};
 
 fn q<T: redis::FromRedisValue>(con: &mut redis::Connection, args: &[&str]) -> T {
     let mut c = redis::cmd(args[0]);
@@ -151,14 +149,7 @@ fn sort_store_wakes_a_client_blocked_on_the_destination() {
         let v: Option<(String, String)> = q(&mut blocked, &["BLPOP", "dst", "10"]);
         v
     });
-    // Wait until the client is blocked.
-    for _ in 0..200 {
-        let info: String = q(&mut c, &["INFO", "clients"]);
-        if info.contains("blocked_clients:1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_blocked(&mut c, 1);
     let n: i64 = q(&mut c, &["SORT", "src", "ALPHA", "STORE", "dst"]);
     assert_eq!(n, 2);
     let got = waiter.join().unwrap();
@@ -277,13 +268,7 @@ fn commandstats_and_the_dirty_counter_count_what_ran() {
         let v: Option<(String, String)> = q(&mut blocked, &["BLPOP", "list", "10"]);
         v
     });
-    for _ in 0..200 {
-        let info: String = q(&mut c, &["INFO", "clients"]);
-        if info.contains("blocked_clients:1") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_blocked(&mut c, 1);
     let _: i64 = q(&mut c, &["LPUSH", "list", "a"]);
     assert!(waiter.join().unwrap().is_some());
     assert_eq!(dirty(&mut c), before + 2);

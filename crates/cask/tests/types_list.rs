@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use redis::{Commands, RedisResult, Value};
-use server_common::{Raw, Server, conn};
+use server_common::{Raw, Server, conn, wait_blocked};
 
 fn start() -> (tempfile::TempDir, Server) {
     let dir = tempfile::tempdir().unwrap();
@@ -32,25 +32,6 @@ fn q(c: &mut redis::Connection, args: &[&str]) -> RedisResult<Value> {
 }
 
 /// Waits until INFO reports `n` blocked clients.
-fn wait_blocked(c: &mut redis::Connection, n: usize) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
-        let got = info
-            .lines()
-            .find_map(|l| l.strip_prefix("blocked_clients:"))
-            .and_then(|v| v.trim().parse::<usize>().ok())
-            .expect("blocked_clients in INFO");
-        if got == n {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "blocked_clients stayed {got}, want {n}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 #[test]
 fn list_commands_and_error_texts() {

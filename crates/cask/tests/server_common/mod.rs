@@ -186,6 +186,27 @@ pub fn conn(s: &Server) -> redis::Connection {
         .unwrap()
 }
 
+/// Waits (up to 10 s) until INFO reports `n` blocked clients.
+pub fn wait_blocked(c: &mut redis::Connection, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let info: String = redis::cmd("INFO").arg("clients").query(c).unwrap();
+        let got = info
+            .lines()
+            .find_map(|l| l.strip_prefix("blocked_clients:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("blocked_clients in INFO");
+        if got == n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "blocked_clients stayed {got}, want {n}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// The seed of a randomized test: `CASK_SEED`, or the clock.
 pub fn seed() -> u64 {
     std::env::var("CASK_SEED")
