@@ -174,9 +174,13 @@ fn expired_keys_are_published_without_being_touched() {
     let _: () = q(&mut c, &["PSETEX", "foo", "100", "1"]);
     let _: i64 = q(&mut c, &["RPUSH", "list", "a"]);
     let _: i64 = q(&mut c, &["PEXPIRE", "list", "150"]);
-    // A key deleted before its time does not "expire".
+    // A key deleted before its time does not "expire", nor one flushed with its database.
     let _: () = q(&mut c, &["PSETEX", "gone", "100", "1"]);
     let _: i64 = q(&mut c, &["DEL", "gone"]);
+    let _: () = q(&mut c, &["SELECT", "5"]);
+    let _: () = q(&mut c, &["PSETEX", "flushed", "100", "1"]);
+    let _: () = q(&mut c, &["FLUSHDB"]);
+    let _: () = q(&mut c, &["SELECT", "0"]);
     let mut got = Vec::new();
     for _ in 0..2 {
         let m = ps.get_message().expect("an expired event");

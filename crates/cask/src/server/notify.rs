@@ -186,6 +186,7 @@ impl Notifier {
 /// [`prepare`] only while notifications are on.
 #[derive(Debug)]
 pub struct Touched {
+    db: u8,
     keys: Vec<(u8, Bytes)>,
     before: Vec<bool>,
 }
@@ -231,7 +232,7 @@ pub fn prepare(shared: &Shared, spec: &Spec, args: &[Bytes], db: u8) -> Option<T
         .iter()
         .map(|(d, k)| exists(&shared.store, *d, k))
         .collect();
-    Some(Touched { keys, before })
+    Some(Touched { db, keys, before })
 }
 
 /// After it ran: publishes its events if it wrote anything, and keeps the expiry
@@ -247,7 +248,13 @@ pub fn finish(
     let notifier = &shared.notify;
     if matches!(name, "flushdb" | "flushall") {
         let mut t = notifier.timetable.lock().unwrap_or_else(|e| e.into_inner());
-        *t = Timetable::default();
+        if name == "flushall" {
+            *t = Timetable::default();
+        } else {
+            let db = touched.db;
+            t.by_time.retain(|(_, d, _)| *d != db);
+            t.by_key.retain(|(d, _), _| *d != db);
+        }
         return;
     }
     if !wrote {
