@@ -105,6 +105,40 @@ fn write_commands_publish_redis_events() {
     assert_eq!(got, want);
 }
 
+/// Keys named like options (`left`, `min`, `db`, a value `EX`) do not change the events.
+#[test]
+fn keys_named_like_options_do_not_confuse_the_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let got = events(
+        &server,
+        "KA",
+        &[
+            &["SET", "k", "EX"],
+            &["RPUSH", "left", "a", "b"],
+            &["LMPOP", "1", "left", "RIGHT"],
+            &["ZADD", "min", "1", "a", "2", "b"],
+            &["ZMPOP", "1", "min", "MAX"],
+            &["SET", "db", "1"],
+            &["COPY", "db", "x", "DB", "2"],
+        ],
+    );
+    let ks =
+        |db: u8, key: &str, event: &str| (format!("__keyspace@{db}__:{key}"), event.to_string());
+    assert_eq!(
+        got,
+        vec![
+            ks(0, "k", "set"),
+            ks(0, "left", "rpush"),
+            ks(0, "left", "rpop"),
+            ks(0, "min", "zadd"),
+            ks(0, "min", "zpopmax"),
+            ks(0, "db", "set"),
+            ks(2, "x", "copy_to"),
+        ]
+    );
+}
+
 #[test]
 fn masks_and_new_keys() {
     let dir = tempfile::tempdir().unwrap();

@@ -211,7 +211,8 @@ fn touched_keys(spec: &Spec, args: &[Bytes], db: u8) -> Vec<(u8, Bytes)> {
     match spec.name {
         "move" if args.len() == 3 => keys.push((other_db(&args[2]), args[1].clone())),
         "copy" => {
-            if let Some(i) = args.iter().position(|a| is(a, "DB"))
+            // Options follow `COPY src dst`.
+            if let Some(i) = args.iter().skip(3).position(|a| is(a, "DB")).map(|i| i + 3)
                 && let (Some(n), Some(dst)) = (args.get(i + 1), keys.get_mut(1))
             {
                 dst.0 = other_db(n);
@@ -326,11 +327,18 @@ fn command_events(
         };
         t.keys.iter().position(|(_, key)| key == k)
     };
-    let has = |word: &str| args.iter().skip(2).any(|a| is(a, word));
+    // An option among the arguments from `from` on (after the key and any value).
+    let has = |from: usize, word: &str| args.iter().skip(from).any(|a| is(a, word));
+    // The word right after the keys of LMPOP/ZMPOP (`numkeys` at 1) and their blocking
+    // forms (`numkeys` at 2): the end or order to pop from.
+    let after_keys = |numkeys_at: usize| -> Option<&Bytes> {
+        let n = crate::server::parse::parse_i64(args.get(numkeys_at)?)?;
+        args.get(numkeys_at + 1 + usize::try_from(n).ok()?)
+    };
     match name {
         "set" => {
             push(&mut ev, STRING, "set", 0);
-            if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| has(w)) {
+            if ["EX", "PX", "EXAT", "PXAT"].iter().any(|w| has(3, w)) {
                 push(&mut ev, GENERIC, "expire", 0);
             }
         }
@@ -349,7 +357,11 @@ fn command_events(
         "incr" | "decr" | "incrby" | "decrby" => push(&mut ev, STRING, "incrby", 0),
         "getdel" => push(&mut ev, GENERIC, "del", 0),
         "getex" => {
-            let e = if has("PERSIST") { "persist" } else { "expire" };
+            let e = if has(2, "PERSIST") {
+                "persist"
+            } else {
+                "expire"
+            };
             push(&mut ev, GENERIC, e, 0);
         }
         "del" | "unlink" => {
@@ -409,7 +421,8 @@ fn command_events(
                 let left = match name {
                     "blpop" => true,
                     "brpop" => false,
-                    _ => args.iter().any(|a| is(a, "LEFT")),
+                    "lmpop" => after_keys(1).is_some_and(|a| is(a, "LEFT")),
+                    _ => after_keys(2).is_some_and(|a| is(a, "LEFT")),
                 };
                 push(&mut ev, LIST, if left { "lpop" } else { "rpop" }, i);
                 emptied(&mut ev, i);
@@ -460,7 +473,8 @@ fn command_events(
                 let min = match name {
                     "bzpopmin" => true,
                     "bzpopmax" => false,
-                    _ => args.iter().any(|a| is(a, "MIN")),
+                    "zmpop" => after_keys(1).is_some_and(|a| is(a, "MIN")),
+                    _ => after_keys(2).is_some_and(|a| is(a, "MIN")),
                 };
                 push(&mut ev, ZSET, if min { "zpopmin" } else { "zpopmax" }, i);
                 emptied(&mut ev, i);
