@@ -380,13 +380,17 @@ async fn wait_blocked(
             let _gate = shared.exec_gate.read(client.handle.id);
             // Keyspace notifications (only while they are on) need the full command.
             let index = client.handle.last_cmd.load(Ordering::Relaxed);
-            let notify = cmd::COMMANDS.get(index).and_then(|spec| {
-                let full: Vec<Bytes> = std::iter::once(Bytes::from_static(spec.name.as_bytes()))
-                    .chain(block.args.iter().cloned())
-                    .collect();
-                let t = crate::server::notify::prepare(shared, spec, &full, client.db)?;
-                Some((spec, full, t, client.max_version))
-            });
+            let notify = cmd::COMMANDS
+                .get(index)
+                .filter(|_| shared.notify.active())
+                .and_then(|spec| {
+                    let full: Vec<Bytes> =
+                        std::iter::once(Bytes::from_static(spec.name.as_bytes()))
+                            .chain(block.args.iter().cloned())
+                            .collect();
+                    let t = crate::server::notify::prepare(shared, spec, &full, client.db)?;
+                    Some((spec, full, t, client.max_version))
+                });
             let mut ctx = cmd::Ctx { shared, client };
             let res = (block.retry)(&mut ctx, &block.args);
             if !matches!(res, Ok(None)) && shared.watches.active() {
