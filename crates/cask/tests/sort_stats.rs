@@ -279,6 +279,14 @@ fn commandstats_and_the_dirty_counter_count_what_ran() {
     let _: () = q(&mut c, &["SAVE"]);
     assert_eq!(dirty(&mut c), 0);
 
+    // A blocking command that times out counts once too, and changes nothing.
+    let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
+    let before = dirty(&mut c);
+    let v: Option<(String, String)> = q(&mut c, &["BLPOP", "empty", "0.1"]);
+    assert_eq!(v, None);
+    assert_eq!(field(&stat_line(&mut c, "blpop").unwrap(), "calls"), 1);
+    assert_eq!(dirty(&mut c), before);
+
     let _: () = q(&mut c, &["CONFIG", "RESETSTAT"]);
     assert_eq!(stat_line(&mut c, "set"), None);
 }

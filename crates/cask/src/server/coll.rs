@@ -262,6 +262,15 @@ pub fn score_from_key(b: [u8; 8]) -> f64 {
     f64::from_bits(bits)
 }
 
+/// A key's value as [`Store::read_value`] found it.
+#[derive(Debug)]
+pub enum Stored {
+    /// A string.
+    String(bytes::Bytes),
+    /// A collection (its metadata; the elements are read through it).
+    Coll(Coll),
+}
+
 /// A collection as read at the start of a command (no locks held by this value).
 #[derive(Debug, Clone)]
 pub struct Coll {
@@ -680,19 +689,30 @@ impl Store {
         Ok(Some(Coll::new(db, key, meta)))
     }
 
+    /// Reads a key of any type, in one read: its string, or its collection.
+    ///
+    /// # Errors
+    /// Engine errors, corrupt metadata.
+    pub fn read_value(&self, db: u8, key: &[u8]) -> CmdResult<Option<Stored>> {
+        let Some((val, expire_at)) = self.get_with_expiry(db, key)? else {
+            return Ok(None);
+        };
+        if val.tag == TYPE_STRING {
+            return Ok(Some(Stored::String(val.data)));
+        }
+        let meta = Meta::decode(val.tag, &val.data, expire_at)?;
+        Ok(Some(Stored::Coll(Coll::new(db, key, meta))))
+    }
+
     /// Reads any collection (`None` for a missing key or a string).
     ///
     /// # Errors
     /// Engine errors.
     pub fn any_coll(&self, db: u8, key: &[u8]) -> CmdResult<Option<Coll>> {
-        let Some((val, expire_at)) = self.get_with_expiry(db, key)? else {
-            return Ok(None);
-        };
-        if val.tag == TYPE_STRING {
-            return Ok(None);
-        }
-        let meta = Meta::decode(val.tag, &val.data, expire_at)?;
-        Ok(Some(Coll::new(db, key, meta)))
+        Ok(match self.read_value(db, key)? {
+            Some(Stored::Coll(c)) => Some(c),
+            _ => None,
+        })
     }
 
     /// Whether `key` may hold a collection (its record is small enough to be metadata):

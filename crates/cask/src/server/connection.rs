@@ -238,23 +238,20 @@ async fn serve_client(
                 }
                 _ => gate = None,
             }
-            // (P)(UN)SUBSCRIBE confirmations are pushes, which CLIENT REPLY OFF / SKIP do
-            // not silence (as in Redis).
-            let push = ["subscribe", "unsubscribe", "psubscribe", "punsubscribe"]
-                .iter()
-                .any(|c| cmd::is(&args[0], c));
             let outcome = cmd::execute(shared, client, args);
             let wrote = client.max_version != before;
             // CLIENT REPLY OFF / SKIP (the SKIP itself and the next command).
-            let suppress = !push && (client.reply_off || client.reply_skip > 0);
+            let suppress = client.reply_off || client.reply_skip > 0;
             client.reply_skip = client.reply_skip.saturating_sub(1);
             match outcome {
                 Outcome::Reply(frame) => {
                     push_reply(&mut pending, frame, wrote, client.proto, suppress)
                 }
                 Outcome::Replies(frames) => {
+                    // (P)(UN)SUBSCRIBE confirmations are pushes, which CLIENT REPLY OFF /
+                    // SKIP do not silence (as in Redis).
                     for frame in frames {
-                        push_reply(&mut pending, frame, wrote, client.proto, suppress);
+                        push_reply(&mut pending, frame, wrote, client.proto, false);
                     }
                 }
                 Outcome::Close(frame) => {

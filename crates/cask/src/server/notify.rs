@@ -21,7 +21,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use super::Shared;
-use super::cmd::{self, Spec, is};
+use super::cmd::{Spec, is};
 use super::frame::Frame;
 use super::keyspace::Store;
 
@@ -198,7 +198,8 @@ fn exists(store: &Store, db: u8, key: &[u8]) -> bool {
 /// The keys a write command may change, with their databases (COPY ... DB and MOVE
 /// write another database).
 fn touched_keys(spec: &Spec, args: &[Bytes], db: u8) -> Vec<(u8, Bytes)> {
-    let mut keys: Vec<(u8, Bytes)> = cmd::connection::key_positions(spec, args)
+    let mut keys: Vec<(u8, Bytes)> = spec
+        .key_positions(args)
         .unwrap_or_default()
         .into_iter()
         .map(|i| (db, args[i].clone()))
@@ -225,7 +226,7 @@ fn touched_keys(spec: &Spec, args: &[Bytes], db: u8) -> Vec<(u8, Bytes)> {
 
 /// Before a write command runs: the existence of its keys, if notifications are on.
 pub fn prepare(shared: &Shared, spec: &Spec, args: &[Bytes], db: u8) -> Option<Touched> {
-    if !spec.flags.contains(&"write") || !shared.notify.active() {
+    if !shared.notify.active() || !spec.flags.contains(&"write") {
         return None;
     }
     let keys = touched_keys(spec, args, db);
@@ -241,7 +242,7 @@ pub fn prepare(shared: &Shared, spec: &Spec, args: &[Bytes], db: u8) -> Option<T
 pub fn finish(
     shared: &Shared,
     touched: Touched,
-    name: &str,
+    name: &'static str,
     args: &[Bytes],
     reply: &Frame,
     wrote: bool,
@@ -295,7 +296,7 @@ type Event = (u32, &'static str, u8, Bytes);
 /// of its implementation), in Redis's order; `new` is published before them by
 /// [`finish`].
 fn command_events(
-    name: &str,
+    name: &'static str,
     args: &[Bytes],
     reply: &Frame,
     t: &Touched,
@@ -352,7 +353,7 @@ fn command_events(
             }
         }
         "append" | "setrange" | "incrbyfloat" | "setbit" => {
-            push(&mut ev, STRING, static_name(name), 0);
+            push(&mut ev, STRING, name, 0);
         }
         "incr" | "decr" | "incrby" | "decrby" => push(&mut ev, STRING, "incrby", 0),
         "getdel" => push(&mut ev, GENERIC, "del", 0),
@@ -398,9 +399,9 @@ fn command_events(
         }
         "lpush" | "lpushx" => push(&mut ev, LIST, "lpush", 0),
         "rpush" | "rpushx" => push(&mut ev, LIST, "rpush", 0),
-        "linsert" | "lset" => push(&mut ev, LIST, static_name(name), 0),
+        "linsert" | "lset" => push(&mut ev, LIST, name, 0),
         "lpop" | "rpop" | "lrem" | "ltrim" => {
-            push(&mut ev, LIST, static_name(name), 0);
+            push(&mut ev, LIST, name, 0);
             emptied(&mut ev, 0);
         }
         "lmove" | "blmove" | "rpoplpush" | "brpoplpush" => {
@@ -429,14 +430,14 @@ fn command_events(
             }
         }
         "hset" | "hmset" | "hsetnx" => push(&mut ev, HASH, "hset", 0),
-        "hincrby" | "hincrbyfloat" => push(&mut ev, HASH, static_name(name), 0),
+        "hincrby" | "hincrbyfloat" => push(&mut ev, HASH, name, 0),
         "hdel" => {
             push(&mut ev, HASH, "hdel", 0);
             emptied(&mut ev, 0);
         }
         "sadd" => push(&mut ev, SET, "sadd", 0),
         "srem" | "spop" => {
-            push(&mut ev, SET, static_name(name), 0);
+            push(&mut ev, SET, name, 0);
             emptied(&mut ev, 0);
         }
         "smove" => {
@@ -465,7 +466,7 @@ fn command_events(
         "zincrby" => push(&mut ev, ZSET, "zincr", 0),
         "zrem" | "zremrangebyscore" | "zremrangebyrank" | "zremrangebylex" | "zpopmin"
         | "zpopmax" => {
-            push(&mut ev, ZSET, static_name(name), 0);
+            push(&mut ev, ZSET, name, 0);
             emptied(&mut ev, 0);
         }
         "bzpopmin" | "bzpopmax" | "zmpop" | "bzmpop" => {
@@ -485,24 +486,21 @@ fn command_events(
     ev
 }
 
-/// A command's name as a `'static` event name (event names are command names).
-fn static_name(name: &str) -> &'static str {
-    cmd::lookup(name.as_bytes()).map_or("", |s| s.name)
-}
-
 /// The events of a command that stores its result in key `i`: the command's event, or
 /// `del` when an empty result deleted an existing key.
-fn stored(ev: &mut Vec<Event>, class: u32, name: &str, t: &Touched, after: &[bool], i: usize) {
+fn stored(
+    ev: &mut Vec<Event>,
+    class: u32,
+    name: &'static str,
+    t: &Touched,
+    after: &[bool],
+    i: usize,
+) {
     let Some((db, k)) = t.keys.get(i) else {
         return;
     };
     if after.get(i) == Some(&true) {
-        let event = if name == "sortstore" {
-            "sortstore"
-        } else {
-            static_name(name)
-        };
-        ev.push((class, event, *db, k.clone()));
+        ev.push((class, name, *db, k.clone()));
     } else if t.before.get(i) == Some(&true) {
         ev.push((GENERIC, "del", *db, k.clone()));
     }
@@ -567,5 +565,19 @@ mod tests {
             assert_eq!(flags_to_string(f), shown, "{input}");
         }
         assert_eq!(parse_flags(b"KEQ"), None);
+    }
+
+    #[test]
+    fn turning_expired_events_off_empties_the_timetable() {
+        let n = Notifier::default();
+        n.set_flags(parse_flags(b"Ex").unwrap());
+        {
+            let mut t = n.timetable.lock().unwrap();
+            t.by_time.insert((5, 0, Bytes::from_static(b"k")));
+            t.by_key.insert((0, Bytes::from_static(b"k")), 5);
+        }
+        n.set_flags(parse_flags(b"Eg").unwrap());
+        let t = n.timetable.lock().unwrap();
+        assert!(t.by_time.is_empty() && t.by_key.is_empty());
     }
 }

@@ -452,72 +452,6 @@ fn command_info(spec: &Spec) -> Frame {
     ])
 }
 
-/// The positions of the keys in `args` (the command name first) of a call of `spec`,
-/// for COMMAND GETKEYS.
-///
-/// # Errors
-/// A key count (`numkeys`) that is not a number or exceeds the arguments.
-pub fn key_positions(spec: &Spec, args: &[Bytes]) -> CmdResult<Vec<usize>> {
-    let invalid = || CmdError::err("Invalid arguments specified for command");
-    // `numkeys` at `at`, the keys right after it.
-    let numkeys = |at: usize| -> CmdResult<Vec<usize>> {
-        let n = args
-            .get(at)
-            .and_then(|a| crate::server::parse::parse_i64(a))
-            .filter(|&n| n > 0)
-            .ok_or_else(invalid)? as usize;
-        if at + n >= args.len() {
-            return Err(invalid());
-        }
-        Ok((at + 1..=at + n).collect())
-    };
-    match spec.name {
-        "zunionstore" | "zinterstore" | "zdiffstore" => {
-            let mut keys = vec![1];
-            keys.extend(numkeys(2)?);
-            return Ok(keys);
-        }
-        "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "zmpop" | "lmpop" => {
-            return numkeys(1);
-        }
-        "bzmpop" | "blmpop" => return numkeys(2),
-        "sort" => {
-            // As Redis's sortGetKeys: skip the options' values; the last STORE wins.
-            let mut store = None;
-            let mut i = 2;
-            while i < args.len() {
-                if is(&args[i], "LIMIT") {
-                    i += 2;
-                } else if is(&args[i], "GET") || is(&args[i], "BY") {
-                    i += 1;
-                } else if is(&args[i], "STORE") && i + 1 < args.len() {
-                    store = Some(i + 1);
-                    i += 1;
-                }
-                i += 1;
-            }
-            return Ok(std::iter::once(1).chain(store).collect());
-        }
-        _ => {}
-    }
-    if spec.first_key <= 0 {
-        return Ok(Vec::new());
-    }
-    let argc = args.len() as i64;
-    let last = if spec.last_key < 0 {
-        argc + spec.last_key
-    } else {
-        spec.last_key
-    };
-    let mut keys = Vec::new();
-    let mut i = spec.first_key;
-    while i <= last && i < argc {
-        keys.push(i as usize);
-        i += spec.step.max(1);
-    }
-    Ok(keys)
-}
-
 /// COMMAND [COUNT | INFO name... | DOCS [name...] | LIST | GETKEYS command args...]
 pub fn command(_ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let Some(sub) = args.first() else {
@@ -540,13 +474,12 @@ pub fn command(_ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
             return Err(CmdError::arity("command|getkeys"));
         };
         let spec = lookup(name).ok_or_else(|| CmdError::err("Invalid command specified"))?;
-        let n = rest.len() as i64;
-        if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+        if !spec.arity_ok(rest.len()) {
             return Err(CmdError::err(
                 "Invalid number of arguments specified for command",
             ));
         }
-        let keys = key_positions(spec, rest)?;
+        let keys = spec.key_positions(rest)?;
         if keys.is_empty() {
             return Err(CmdError::err("The command has no key arguments"));
         }

@@ -6,7 +6,7 @@ use std::ops::Bound;
 use bytes::Bytes;
 
 use super::{CmdError, CmdResult, Ctx, int_arg, is};
-use crate::server::coll::Change;
+use crate::server::coll::{Change, Stored};
 use crate::server::frame::Frame;
 use crate::server::keyspace::{TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING, TYPE_ZSET};
 use crate::server::rdb::{self, Object, RdbError};
@@ -15,32 +15,27 @@ use crate::server::rdb::{self, Object, RdbError};
 pub fn dump(ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Frame> {
     let key = &args[0];
     let (db, store) = (ctx.db(), ctx.store());
-    let Some(val) = store.get(db, key)? else {
+    let Some(value) = store.read_value(db, key)? else {
         ctx.count_lookup(false);
         return Ok(Frame::Null);
     };
     ctx.count_lookup(true);
-    let obj = match val.tag {
-        TYPE_STRING => Object::String(val.data.to_vec()),
-        _ => {
-            let Some(coll) = store.any_coll(db, key)? else {
-                return Ok(Frame::Null);
-            };
-            match coll.meta.tag {
-                TYPE_HASH => Object::Hash(coll.all(store).collect::<CmdResult<_>>()?),
-                TYPE_LIST => Object::List(
-                    coll.all(store)
-                        .map(|r| r.map(|(_, v)| v))
-                        .collect::<CmdResult<_>>()?,
-                ),
-                TYPE_SET => Object::Set(
-                    coll.keys(store, Bound::Unbounded, Bound::Unbounded, false)
-                        .collect::<CmdResult<_>>()?,
-                ),
-                TYPE_ZSET => Object::Zset(super::zset::members_with_scores(store, &coll)?),
-                _ => return Err(CmdError::err("unknown value type")),
-            }
-        }
+    let obj = match value {
+        Stored::String(s) => Object::String(s.to_vec()),
+        Stored::Coll(coll) => match coll.meta.tag {
+            TYPE_HASH => Object::Hash(coll.all(store).collect::<CmdResult<_>>()?),
+            TYPE_LIST => Object::List(
+                coll.all(store)
+                    .map(|r| r.map(|(_, v)| v))
+                    .collect::<CmdResult<_>>()?,
+            ),
+            TYPE_SET => Object::Set(
+                coll.keys(store, Bound::Unbounded, Bound::Unbounded, false)
+                    .collect::<CmdResult<_>>()?,
+            ),
+            TYPE_ZSET => Object::Zset(super::zset::members_with_scores(store, &coll)?),
+            _ => return Err(CmdError::err("unknown value type")),
+        },
     };
     Ok(Frame::bulk(rdb::dump(&obj)))
 }

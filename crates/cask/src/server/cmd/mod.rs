@@ -95,7 +95,8 @@ pub enum Outcome {
     Blocking(Box<dyn FnOnce() -> Frame + Send + 'static>),
     /// Block the client until one of the keys is written, then retry (BLPOP and friends).
     Block(Block),
-    /// Send several replies (SUBSCRIBE confirms each channel with its own reply).
+    /// Send several replies (SUBSCRIBE confirms each channel with its own reply). They are
+    /// pushes: CLIENT REPLY OFF / SKIP do not silence them.
     Replies(Vec<Frame>),
 }
 
@@ -213,6 +214,84 @@ pub struct Spec {
     pub step: i64,
     /// The code.
     pub handler: Handler,
+}
+
+impl Spec {
+    /// Whether `n` arguments (the name included) fit the command's arity.
+    pub fn arity_ok(&self, n: usize) -> bool {
+        let n = n as i64;
+        if self.arity > 0 {
+            n == self.arity
+        } else {
+            n >= -self.arity
+        }
+    }
+
+    /// The positions of the keys in `args` (the command name first) of a call of this
+    /// command (COMMAND GETKEYS, keyspace notifications).
+    ///
+    /// # Errors
+    /// A key count (`numkeys`) that is not a number or exceeds the arguments.
+    pub fn key_positions(&self, args: &[Bytes]) -> CmdResult<Vec<usize>> {
+        let invalid = || CmdError::err("Invalid arguments specified for command");
+        // `numkeys` at `at`, the keys right after it.
+        let numkeys = |at: usize| -> CmdResult<Vec<usize>> {
+            let n = args
+                .get(at)
+                .and_then(|a| crate::server::parse::parse_i64(a))
+                .filter(|&n| n > 0)
+                .ok_or_else(invalid)? as usize;
+            if at + n >= args.len() {
+                return Err(invalid());
+            }
+            Ok((at + 1..=at + n).collect())
+        };
+        match self.name {
+            "zunionstore" | "zinterstore" | "zdiffstore" => {
+                let mut keys = vec![1];
+                keys.extend(numkeys(2)?);
+                return Ok(keys);
+            }
+            "zunion" | "zinter" | "zdiff" | "zintercard" | "sintercard" | "zmpop" | "lmpop" => {
+                return numkeys(1);
+            }
+            "bzmpop" | "blmpop" => return numkeys(2),
+            "sort" => {
+                // As Redis's sortGetKeys: skip the options' values; the last STORE wins.
+                let mut store = None;
+                let mut i = 2;
+                while i < args.len() {
+                    if is(&args[i], "LIMIT") {
+                        i += 2;
+                    } else if is(&args[i], "GET") || is(&args[i], "BY") {
+                        i += 1;
+                    } else if is(&args[i], "STORE") && i + 1 < args.len() {
+                        store = Some(i + 1);
+                        i += 1;
+                    }
+                    i += 1;
+                }
+                return Ok(std::iter::once(1).chain(store).collect());
+            }
+            _ => {}
+        }
+        if self.first_key <= 0 {
+            return Ok(Vec::new());
+        }
+        let argc = args.len() as i64;
+        let last = if self.last_key < 0 {
+            argc + self.last_key
+        } else {
+            self.last_key
+        };
+        let mut keys = Vec::new();
+        let mut i = self.first_key;
+        while i <= last && i < argc {
+            keys.push(i as usize);
+            i += self.step.max(1);
+        }
+        Ok(keys)
+    }
 }
 
 const W: &[&str] = &["write"];
@@ -503,8 +582,7 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         shared.cmd_stats.reject(index);
         refuse(client, msg)
     };
-    let n = args.len() as i64;
-    if (spec.arity > 0 && n != spec.arity) || (spec.arity < 0 && n < -spec.arity) {
+    if !spec.arity_ok(args.len()) {
         return refuse(client, CmdError::arity(spec.name).0);
     }
     if !client.authenticated && !spec.flags.contains(&"noauth") {
@@ -570,11 +648,8 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     shared.metrics.resp_command(index, ok, took);
     // A blocked command counts once it is served; EXEC's queued commands count themselves.
     if !matches!(out, Outcome::Block(_)) {
-        shared.cmd_stats.call(index, took, !ok);
         let wrote = client.max_version != before;
-        if name != "exec" && wrote {
-            shared.counters.dirty.fetch_add(1, Ordering::Relaxed);
-        }
+        account(shared, index, took, !ok, name != "exec" && wrote);
         if let Some(t) = touched {
             let reply = match &out {
                 Outcome::Reply(f) => f,
@@ -586,9 +661,9 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     out
 }
 
-/// Counts one run of the command at `index` of [`COMMANDS`] that EXEC or a blocked
-/// client's wait ran outside [`execute`]: its INFO commandstats entry, and the dirty
-/// counter if it wrote.
+/// Counts one run of the command at `index` of [`COMMANDS`] (by [`execute`], EXEC or a
+/// blocked client's wait): its INFO commandstats entry, and the dirty counter if it
+/// wrote.
 pub fn account(
     shared: &Shared,
     index: usize,

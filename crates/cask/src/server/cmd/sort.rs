@@ -21,7 +21,7 @@ use bytes::Bytes;
 
 use super::set::check_reply_len;
 use super::{CmdError, CmdResult, Ctx, int_arg, is};
-use crate::server::coll::Change;
+use crate::server::coll::{Change, Stored};
 use crate::server::frame::Frame;
 use crate::server::keyspace::{Store, TYPE_HASH, TYPE_LIST, TYPE_SET, TYPE_STRING, TYPE_ZSET};
 
@@ -149,11 +149,12 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &[Bytes], readonly: bool) -> CmdResult<
         Some(dst) => store.lock(db, &[key, dst]),
         None => store.lock(db, &[key]),
     };
-    let tag = match store.get(db, key)? {
+    let coll = match store.read_value(db, key)? {
         None => None,
-        Some(v) if matches!(v.tag, TYPE_LIST | TYPE_SET | TYPE_ZSET) => Some(v.tag),
+        Some(Stored::Coll(c)) if matches!(c.meta.tag, TYPE_LIST | TYPE_SET | TYPE_ZSET) => Some(c),
         Some(_) => return Err(CmdError::wrong_type()),
     };
+    let tag = coll.as_ref().map(|c| c.meta.tag);
     ctx.count_lookup(tag.is_some());
     // A BY pattern without `*` means "do not sort".
     let mut dontsort = o.by.is_some_and(|p| !p.contains(&b'*'));
@@ -166,14 +167,17 @@ fn sort_generic(ctx: &mut Ctx<'_>, args: &[Bytes], readonly: bool) -> CmdResult<
     }
     // The elements in the collection's own order (lists: list order; sets: member order;
     // sorted sets: score order).
-    let mut elems: Vec<Vec<u8>> = match store.any_coll(db, key)? {
+    let mut elems: Vec<Vec<u8>> = match coll {
         None => Vec::new(),
         Some(coll) => match coll.meta.tag {
             TYPE_LIST => coll
                 .all(store)
                 .map(|r| r.map(|(_, v)| v))
                 .collect::<CmdResult<_>>()?,
-            TYPE_ZSET => super::zset::members_by_score(store, &coll)?,
+            TYPE_ZSET => super::zset::members_with_scores(store, &coll)?
+                .into_iter()
+                .map(|(m, _)| m)
+                .collect(),
             _ => coll
                 .keys(
                     store,

@@ -128,17 +128,7 @@ fn index<'a>(
         .map(|r| r.and_then(|k| parse_s(&k)))
 }
 
-/// Every member of `coll` in score order (index only). For SORT.
-///
-/// # Errors
-/// Engine errors, a corrupt index record.
-pub(crate) fn members_by_score(store: &Store, coll: &Coll) -> CmdResult<Vec<Vec<u8>>> {
-    index(store, coll, &s_all(), false)
-        .map(|r| r.map(|(_, m)| m))
-        .collect()
-}
-
-/// Every (member, score) of `coll`, in score order (index only). For DUMP.
+/// Every (member, score) of `coll`, in score order (index only). For DUMP and SORT.
 ///
 /// # Errors
 /// Engine errors, a corrupt index record.
