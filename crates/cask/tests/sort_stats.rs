@@ -292,6 +292,49 @@ fn commandstats_and_the_dirty_counter_count_what_ran() {
 }
 
 #[test]
+fn bgsave_resets_the_dirty_counter_once_it_has_saved() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let mut c = conn(&server);
+    let _: () = q(&mut c, &["SET", "a", "1"]);
+    let _: i64 = q(&mut c, &["RPUSH", "l", "x", "y"]);
+    assert_eq!(dirty(&mut c), 2);
+    let reply: String = q(&mut c, &["BGSAVE"]);
+    assert_eq!(reply, "Background saving started");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while dirty(&mut c) != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "BGSAVE never reset the counter"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let info: String = q(&mut c, &["INFO", "persistence"]);
+    assert!(info.contains("rdb_bgsave_in_progress:0"), "{info}");
+    let _: () = q(&mut c, &["SET", "b", "2"]);
+    assert_eq!(dirty(&mut c), 1);
+}
+
+#[test]
+fn refusals_before_auth_count_as_rejected_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &["--requirepass", "pw"]);
+    let mut c = conn(&server);
+    let e = err(&mut c, &["SET", "k", "v"]);
+    assert!(e.contains("NOAUTH"), "{e}");
+    let e = err(&mut c, &["SET", "k", "v"]);
+    assert!(e.contains("NOAUTH"), "{e}");
+    let _: () = q(&mut c, &["AUTH", "pw"]);
+    let _: () = q(&mut c, &["SET", "k", "v"]);
+    let set = stat_line(&mut c, "set").expect("cmdstat_set");
+    assert_eq!(
+        (field(&set, "calls"), field(&set, "rejected_calls")),
+        (1, 2),
+        "{set}"
+    );
+}
+
+#[test]
 fn memory_usage_estimates_the_index_share_of_a_key() {
     let dir = tempfile::tempdir().unwrap();
     let server = Server::start(dir.path(), &[]);
