@@ -278,3 +278,53 @@ fn reply_off_does_not_silence_subscribe_confirmations() {
     raw.cmd(&[b"PSUBSCRIBE", b"*"]);
     raw.expect(b"*3\r\n$10\r\npsubscribe\r\n$1\r\n*\r\n:1\r\n");
 }
+
+/// `m`: a lookup for reading that finds nothing publishes `keymiss`. The commands and
+/// which of their keys publish were taken from redis-server 7.0.15 with the same
+/// commands: reads (EXISTS and TYPE too), the sources of the *STORE commands, GETSET,
+/// SET ... GET and COPY; not writes, OBJECT or MEMORY.
+#[test]
+fn key_misses_are_published_for_reads_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(dir.path(), &[]);
+    let got = events(
+        &server,
+        "KEm",
+        &[
+            &["SET", "present", "v"],
+            &["GET", "r1"],
+            &["GET", "present"],
+            &["MGET", "r2", "present", "r3"],
+            &["EXISTS", "r4"],
+            &["TYPE", "r5"],
+            &["HGET", "r6", "f"],
+            &["SINTER", "r7", "r8"],
+            &["OBJECT", "ENCODING", "no1"],
+            &["MEMORY", "USAGE", "no2"],
+            &["SORT", "r9"],
+            &["LPUSH", "no3", "a"],
+            &["ZUNIONSTORE", "no4", "2", "r10", "r11"],
+            &["SINTERSTORE", "no5", "r12"],
+            &["GETSET", "r13", "v"],
+            &["SET", "r14", "v", "GET"],
+            &["COPY", "r15", "no6"],
+            &["SMOVE", "no7", "no8", "m"],
+            &["INCR", "no9"],
+            &["DEL", "no10"],
+            &["LLEN", "r16"],
+        ],
+    );
+    let expected: Vec<(String, String)> = (1..=16)
+        .flat_map(|i| both(0, &format!("r{i}"), "keymiss"))
+        .collect();
+    let misses: Vec<(String, String)> = got
+        .iter()
+        .filter(|(c, m)| c.ends_with(":keymiss") || m == "keymiss")
+        .cloned()
+        .collect();
+    assert_eq!(misses, expected, "all events: {got:?}");
+
+    // `A` (all classes) does not include `m`, as in Redis.
+    let got = events(&server, "KEA", &[&["GET", "missing"], &["SET", "k", "v"]]);
+    assert_eq!(got, both(0, "k", "set").to_vec());
+}

@@ -375,28 +375,25 @@ async fn wait_blocked(
         let res = {
             let started = std::time::Instant::now();
             let _gate = shared.exec_gate.read(client.handle.id);
-            // Keyspace notifications (only while they are on) need the full command.
             let index = client.handle.last_cmd.load(Ordering::Relaxed);
-            let notify = cmd::COMMANDS
-                .get(index)
-                .filter(|_| shared.notify.active())
-                .and_then(|spec| {
+            let mut ctx = cmd::Ctx { shared, client };
+            let res = match cmd::COMMANDS.get(index) {
+                Some(spec) => {
                     let full: Vec<Bytes> =
                         std::iter::once(Bytes::from_static(spec.name.as_bytes()))
                             .chain(block.args.iter().cloned())
                             .collect();
-                    let t = crate::server::notify::prepare(shared, spec, &full, client.db)?;
-                    Some((spec, full, t, client.max_version))
-                });
-            let mut ctx = cmd::Ctx { shared, client };
-            let res = (block.retry)(&mut ctx, &block.args);
-            if !matches!(res, Ok(None)) && shared.watches.active() {
-                shared.watches.after_write(&shared.store, &block.args);
-            }
-            if let (Some((spec, full, t, before)), Ok(Some(frame))) = (notify, &res) {
-                let wrote = client.max_version != before;
-                crate::server::notify::finish(shared, t, spec.name, &full, frame, wrote);
-            }
+                    cmd::run(
+                        &mut ctx,
+                        spec,
+                        &full,
+                        |ctx| (block.retry)(ctx, &block.args),
+                        |res| res.as_ref().ok().and_then(Option::as_ref),
+                    )
+                    .0
+                }
+                None => (block.retry)(&mut ctx, &block.args),
+            };
             busy += started.elapsed();
             res
         };

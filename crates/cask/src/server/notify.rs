@@ -152,6 +152,20 @@ impl Notifier {
         }
     }
 
+    /// Keeps the `expired` timetable up to date after a write of `key` (while class `x`
+    /// is on): it leaves the table, and comes back with its new expiry if it has one.
+    fn track(&self, db: u8, key: &Bytes, expire_at: Option<u64>) {
+        if self.flags() & EXPIRED == 0 {
+            return;
+        }
+        let mut t = self.timetable.lock().unwrap_or_else(|e| e.into_inner());
+        t.forget(db, key);
+        if let Some(at) = expire_at {
+            t.by_time.insert((at, db, key.clone()));
+            t.by_key.insert((db, key.clone()), at);
+        }
+    }
+
     /// Whether any event can be published at all: a channel kind and a class are on.
     pub fn active(&self) -> bool {
         let f = self.flags();
@@ -224,6 +238,40 @@ fn touched_keys(spec: &Spec, args: &[Bytes], db: u8) -> Vec<(u8, Bytes)> {
     keys
 }
 
+/// The arguments a command looks up for reading, which publish `keymiss` when missing:
+/// Redis's `lookupKeyRead` calls. Read-only commands read all their keys except OBJECT and
+/// MEMORY (looked up without notifying); among writers, GETDEL, GETEX, GETSET, SET ... GET,
+/// COPY and SORT read their first key and the *STORE commands their sources.
+fn read_keys(spec: &Spec, args: &[Bytes]) -> Vec<usize> {
+    let positions = || spec.key_positions(args).unwrap_or_default();
+    match spec.name {
+        "object" | "memory" => Vec::new(),
+        "getdel" | "getex" | "getset" | "copy" | "sort" => vec![1],
+        "set" if args.iter().skip(3).any(|a| is(a, "GET")) => vec![1],
+        "sinterstore" | "sunionstore" | "sdiffstore" | "zunionstore" | "zinterstore"
+        | "zdiffstore" | "zrangestore" => positions().into_iter().skip(1).collect(),
+        _ if spec.flags.contains(&"readonly") => positions(),
+        _ => Vec::new(),
+    }
+}
+
+/// Before a command runs: publishes `keymiss` for each key it reads ([`read_keys`]) that
+/// does not exist, if class `m` is on (Redis publishes it from the lookup, before the
+/// command's own events).
+pub fn key_misses(shared: &Shared, spec: &Spec, args: &[Bytes], db: u8) {
+    let flags = shared.notify.flags();
+    if flags & KEY_MISS == 0 || flags & (KEYSPACE | KEYEVENT) == 0 {
+        return;
+    }
+    for i in read_keys(spec, args) {
+        if let Some(key) = args.get(i)
+            && !exists(&shared.store, db, key)
+        {
+            shared.notify.notify(shared, KEY_MISS, "keymiss", db, key);
+        }
+    }
+}
+
 /// Before a write command runs: the existence of its keys, if notifications are on.
 pub fn prepare(shared: &Shared, spec: &Spec, args: &[Bytes], db: u8) -> Option<Touched> {
     if !shared.notify.active() || !spec.flags.contains(&"write") {
@@ -277,14 +325,47 @@ pub fn finish(
     for (class, event, db, key) in command_events(name, args, reply, &touched, &after) {
         notifier.notify(shared, class, event, db, &key);
     }
-    if notifier.flags() & EXPIRED != 0 {
-        let mut t = notifier.timetable.lock().unwrap_or_else(|e| e.into_inner());
-        for ((db, key), meta) in touched.keys.iter().zip(&metas) {
-            t.forget(*db, key);
-            if let Some(at) = meta.as_ref().and_then(|m| m.expire_at) {
-                t.by_time.insert((at, *db, key.clone()));
-                t.by_key.insert((*db, key.clone()), at);
+    for ((db, key), meta) in touched.keys.iter().zip(&metas) {
+        notifier.track(*db, key, meta.as_ref().and_then(|m| m.expire_at));
+    }
+}
+
+/// What a write through the HTTP API did to a string key.
+#[derive(Debug, Clone, Copy)]
+pub enum HttpWrite {
+    /// Stored a value (`created`: the key did not exist), with this expiry.
+    Set {
+        /// The key did not exist before.
+        created: bool,
+        /// Expiry, ms since the epoch.
+        expire_at: Option<u64>,
+    },
+    /// Deleted an existing key.
+    Deleted,
+}
+
+/// After a write through the HTTP API: the events SET (with EX) or DEL would publish
+/// (`new`, `set`, `expire`; `del`), and the expiry timetable, so that subscribers see
+/// every change whichever interface made it.
+pub fn http_write(shared: &Shared, db: u8, key: &[u8], wrote: HttpWrite) {
+    let notifier = &shared.notify;
+    if !notifier.active() {
+        return;
+    }
+    match wrote {
+        HttpWrite::Set { created, expire_at } => {
+            if created {
+                notifier.notify(shared, NEW, "new", db, key);
             }
+            notifier.notify(shared, STRING, "set", db, key);
+            if expire_at.is_some() {
+                notifier.notify(shared, GENERIC, "expire", db, key);
+            }
+            notifier.track(db, &Bytes::copy_from_slice(key), expire_at);
+        }
+        HttpWrite::Deleted => {
+            notifier.notify(shared, GENERIC, "del", db, key);
+            notifier.track(db, &Bytes::copy_from_slice(key), None);
         }
     }
 }

@@ -632,33 +632,64 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
     // EXEC takes the gate exclusively itself; a shared hold here would deadlock it.
     let id = client.handle.id;
     let _gate = (name != "exec").then(|| shared.exec_gate.read(id));
-    let before = client.max_version;
-    let touched = crate::server::notify::prepare(shared, spec, &args, client.db);
     let mut ctx = Ctx { shared, client };
-    let res = match spec.handler {
-        Handler::Plain(h) => h(&mut ctx, &args[1..]).map(Outcome::Reply),
-        Handler::Special(h) => h(&mut ctx, &args[1..]),
-    };
-    if shared.watches.active() && spec.flags.contains(&"write") {
-        shared.watches.after_write(&shared.store, &args[1..]);
-    }
-    let out = res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)));
+    let (out, wrote) = run(
+        &mut ctx,
+        spec,
+        &args,
+        |ctx| {
+            let res = match spec.handler {
+                Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
+                Handler::Special(h) => h(ctx, &args[1..]),
+            };
+            res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
+        },
+        |out| match out {
+            Outcome::Block(_) => None,
+            Outcome::Reply(f) => Some(f),
+            _ => Some(&Frame::Null),
+        },
+    );
     let ok = !matches!(out, Outcome::Reply(Frame::Error(_)));
     let took = started.elapsed();
     shared.metrics.resp_command(index, ok, took);
     // A blocked command counts once it is served; EXEC's queued commands count themselves.
     if !matches!(out, Outcome::Block(_)) {
-        let wrote = client.max_version != before;
         account(shared, index, took, !ok, name != "exec" && wrote);
-        if let Some(t) = touched {
-            let reply = match &out {
-                Outcome::Reply(f) => f,
-                _ => &Frame::Null,
-            };
-            crate::server::notify::finish(shared, t, name, &args, reply, wrote);
-        }
     }
     out
+}
+
+/// Runs one command's handler (`body`) with what every run of a command needs around it,
+/// wherever it runs (a request, a command queued in EXEC, a blocked client's retry):
+/// keyspace events (key misses before it, the write's events after it, both only while
+/// notifications are on) and WATCH's dirty flags after a write command. `args` is the
+/// whole command, name first; `served` picks the reply the body gave, `None` if it did not
+/// serve the client yet (a blocked command). Returns the body's result and whether it
+/// wrote. Counting (INFO commandstats, the dirty counter) is left to the caller, since a
+/// blocked command counts its retries once.
+pub fn run<T>(
+    ctx: &mut Ctx<'_>,
+    spec: &'static Spec,
+    args: &[Bytes],
+    body: impl FnOnce(&mut Ctx<'_>) -> T,
+    served: impl FnOnce(&T) -> Option<&Frame>,
+) -> (T, bool) {
+    let shared = ctx.shared;
+    let (before, db) = (ctx.client.max_version, ctx.client.db);
+    crate::server::notify::key_misses(shared, spec, args, db);
+    let touched = crate::server::notify::prepare(shared, spec, args, db);
+    let out = body(ctx);
+    if shared.watches.active() && spec.flags.contains(&"write") {
+        shared.watches.after_write(&shared.store, &args[1..]);
+    }
+    let wrote = ctx.client.max_version != before;
+    if let Some(t) = touched
+        && let Some(reply) = served(&out)
+    {
+        crate::server::notify::finish(shared, t, spec.name, args, reply, wrote);
+    }
+    (out, wrote)
 }
 
 /// Counts one run of the command at `index` of [`COMMANDS`] (by [`execute`], EXEC or a

@@ -287,37 +287,39 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
     for (index, args) in queued {
         let spec = &COMMANDS[index];
         shared.counters.commands.fetch_add(1, Ordering::Relaxed);
-        let (started, before) = (std::time::Instant::now(), ctx.client.max_version);
-        let touched = crate::server::notify::prepare(shared, spec, &args, ctx.client.db);
-        let res = match spec.handler {
-            Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
-            Handler::Special(h) => h(ctx, &args[1..]),
-        };
-        if shared.watches.active() && spec.flags.contains(&"write") {
-            shared.watches.after_write(&shared.store, &args[1..]);
-        }
-        let frame = match res {
-            Err(e) => Frame::Error(e.0),
-            Ok(Outcome::Reply(f) | Outcome::Close(f)) => f,
-            // Blocking commands do not block inside a transaction.
-            Ok(Outcome::Block(b)) => b.timeout_reply,
-            Ok(Outcome::Replies(mut fs)) => {
-                if fs.len() == 1 {
-                    fs.pop().unwrap_or(Frame::Null)
-                } else {
-                    Frame::Array(fs)
+        let started = std::time::Instant::now();
+        let (frame, wrote) = super::run(
+            ctx,
+            spec,
+            &args,
+            |ctx| {
+                let res = match spec.handler {
+                    Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
+                    Handler::Special(h) => h(ctx, &args[1..]),
+                };
+                match res {
+                    Err(e) => Frame::Error(e.0),
+                    Ok(Outcome::Reply(f) | Outcome::Close(f)) => f,
+                    // Blocking commands do not block inside a transaction.
+                    Ok(Outcome::Block(b)) => b.timeout_reply,
+                    Ok(Outcome::Replies(mut fs)) => {
+                        if fs.len() == 1 {
+                            fs.pop().unwrap_or(Frame::Null)
+                        } else {
+                            Frame::Array(fs)
+                        }
+                    }
+                    // Off-runtime work (SAVE) and SHUTDOWN are refused while queueing.
+                    Ok(Outcome::Blocking(job)) => job(),
+                    Ok(Outcome::Shutdown) => {
+                        Frame::error("ERR Command not allowed inside a transaction")
+                    }
                 }
-            }
-            // Off-runtime work (SAVE) and SHUTDOWN are refused while queueing.
-            Ok(Outcome::Blocking(job)) => job(),
-            Ok(Outcome::Shutdown) => Frame::error("ERR Command not allowed inside a transaction"),
-        };
+            },
+            |f: &Frame| Some(f),
+        );
         let failed = matches!(frame, Frame::Error(_));
-        let wrote = ctx.client.max_version != before;
         super::account(shared, index, started.elapsed(), failed, wrote);
-        if let Some(t) = touched {
-            crate::server::notify::finish(shared, t, spec.name, &args, &frame, wrote);
-        }
         replies.push(frame);
     }
     Ok(Outcome::Reply(Frame::Array(replies)))
