@@ -260,3 +260,111 @@ fn a_busy_http_port_is_a_startup_error() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("HTTP API"), "{err}");
 }
+
+/// Keyspace notifications see HTTP writes as they see SET and DEL: `new`, `set`, `expire`
+/// for a PUT with a TTL, `del` for a DELETE, the same for a batch (a delete of a missing
+/// key publishes nothing), and `expired` when a TTL given over HTTP runs out.
+#[test]
+fn http_writes_publish_keyspace_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let base = format!("http://{}", server.http);
+    let http = agent();
+    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    let mut con = redis.get_connection().unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("notify-keyspace-events")
+        .arg("Ensgx$")
+        .query(&mut con)
+        .unwrap();
+    let mut sub = redis.get_connection().unwrap();
+    let mut ps = sub.as_pubsub();
+    ps.psubscribe("__keyevent@0__:*").unwrap();
+    ps.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+
+    let status = |r: Result<ureq::http::Response<ureq::Body>, ureq::Error>| r.unwrap().status();
+    assert_eq!(status(http.put(format!("{base}/v1/kv/a")).send("1")), 201);
+    assert_eq!(status(http.put(format!("{base}/v1/kv/a")).send("2")), 200);
+    assert_eq!(
+        status(http.put(format!("{base}/v1/kv/t?ttl=1")).send("x")),
+        201
+    );
+    assert_eq!(status(http.delete(format!("{base}/v1/kv/a")).call()), 204);
+    assert_eq!(status(http.delete(format!("{base}/v1/kv/a")).call()), 404);
+    let batch = r#"{"ops": [{"op": "put", "key": "b", "value": "1"},
+                            {"op": "delete", "key": "missing"},
+                            {"op": "delete", "key": "t"}]}"#;
+    assert_eq!(
+        status(
+            http.post(format!("{base}/v1/batch"))
+                .header("content-type", "application/json")
+                .send(batch)
+        ),
+        200
+    );
+    assert_eq!(
+        status(http.put(format!("{base}/v1/kv/gone?ttl=1")).send("x")),
+        201
+    );
+    let mut got = Vec::new();
+    // `expired` for `gone` comes about a second later, on its own.
+    while got.last().map(|(e, _): &(String, String)| e.as_str()) != Some("expired") {
+        let m = ps.get_message().expect("events, then `expired`");
+        let event = m.get_channel_name().trim_start_matches("__keyevent@0__:");
+        got.push((event.to_string(), m.get_payload::<String>().unwrap()));
+    }
+    let want: Vec<(String, String)> = [
+        ("new", "a"),
+        ("set", "a"),
+        ("set", "a"),
+        ("new", "t"),
+        ("set", "t"),
+        ("expire", "t"),
+        ("del", "a"),
+        ("new", "b"),
+        ("set", "b"),
+        ("del", "t"),
+        ("new", "gone"),
+        ("set", "gone"),
+        ("expire", "gone"),
+        ("expired", "gone"),
+    ]
+    .iter()
+    .map(|(e, k)| (e.to_string(), k.to_string()))
+    .collect();
+    assert_eq!(got, want);
+}
+
+/// A key written over HTTP fails the EXEC of a client that WATCHes it, as a RESP write
+/// would; an untouched key does not.
+#[test]
+fn http_writes_fail_a_watching_exec() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = start(dir.path(), &[]);
+    let base = format!("http://{}", server.http);
+    let http = agent();
+    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    let mut con = redis.get_connection().unwrap();
+    let exec_after = |con: &mut redis::Connection, write: &dyn Fn()| -> Option<Vec<String>> {
+        let _: () = redis::cmd("WATCH").arg("w").query(con).unwrap();
+        write();
+        let _: () = redis::cmd("MULTI").query(con).unwrap();
+        let _: String = redis::cmd("SET").arg("w").arg("resp").query(con).unwrap();
+        redis::cmd("EXEC").query(con).unwrap()
+    };
+    let put = || {
+        let r = http.put(format!("{base}/v1/kv/w")).send("http").unwrap();
+        assert!(r.status().is_success());
+    };
+    let delete = || {
+        let r = http.delete(format!("{base}/v1/kv/w")).call().unwrap();
+        assert_eq!(r.status(), 204);
+    };
+    assert_eq!(exec_after(&mut con, &put), None);
+    assert_eq!(exec_after(&mut con, &delete), None);
+    assert_eq!(
+        exec_after(&mut con, &|| ()),
+        Some(vec!["OK".to_string()])
+    );
+}

@@ -15,6 +15,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::kv::parse_ttl;
 use super::{AppState, DB, ekey, read_body};
 use crate::server::keyspace::{Store, TYPE_STRING};
+use crate::server::notify::HttpWrite;
 
 /// How often the batch is retried when a writer outside the stripe locks changed one of its
 /// keys between the reads and the write.
@@ -231,8 +232,16 @@ fn apply(state: &AppState, ops: &[Prepared]) -> ApiResult<u64> {
         });
         match res {
             Ok(v) => {
-                for (k, sweep) in keys.iter().zip(&sweep) {
-                    super::kv::after_write(state, k, *sweep);
+                for ((o, sweep), (_, before)) in ops.iter().zip(&sweep).zip(&seen) {
+                    let wrote = match &o.put {
+                        Some((_, expire_at)) => Some(HttpWrite::Set {
+                            created: before.is_none(),
+                            expire_at: *expire_at,
+                        }),
+                        // Deleting a missing key changes nothing: no `del`.
+                        None => before.map(|_| HttpWrite::Deleted),
+                    };
+                    super::kv::after_write(state, &o.key, *sweep, wrote);
                 }
                 return Ok(v);
             }

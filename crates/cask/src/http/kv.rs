@@ -17,6 +17,7 @@ use utoipa::ToSchema;
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::{AppState, DB, ekey, key_from_path, read_body};
 use crate::server::keyspace::TYPE_STRING;
+use crate::server::notify::HttpWrite;
 
 /// Header with a TTL for PUT (same syntax as `?ttl=`).
 pub const TTL_HEADER: &str = "cask-ttl";
@@ -423,8 +424,9 @@ pub(crate) fn http_gate_id() -> u64 {
 }
 
 /// What every HTTP write does after it succeeded, like a RESP write: sweep the elements of
-/// a collection it replaced, and dirty the MULTI/WATCH of clients watching the key.
-pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool) {
+/// a collection it replaced, dirty the MULTI/WATCH of clients watching the key, and publish
+/// the keyspace events of what it did (`wrote`; `None` for a delete of a missing key).
+pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool, wrote: Option<HttpWrite>) {
     let store = &state.shared.store;
     if sweep {
         store.sweep_later(DB, key);
@@ -433,6 +435,9 @@ pub(crate) fn after_write(state: &AppState, key: &[u8], sweep: bool) {
         .shared
         .watches
         .after_write(store, &[bytes::Bytes::copy_from_slice(key)]);
+    if let Some(wrote) = wrote {
+        crate::server::notify::http_write(&state.shared, DB, key, wrote);
+    }
 }
 
 /// The key's current version for a compare-and-set. Conditional requests apply only to
@@ -484,8 +489,14 @@ pub(crate) fn put_string(
             .set_if(&ek, current, &stored, WriteOptions { expire_at })
         {
             Ok(version) => {
-                after_write(state, key, sweep);
-                return Ok((version, current.is_none()));
+                let created = current.is_none();
+                after_write(
+                    state,
+                    key,
+                    sweep,
+                    Some(HttpWrite::Set { created, expire_at }),
+                );
+                return Ok((version, created));
             }
             Err(cask_engine::Error::Conflict { .. }) => continue,
             Err(e) => return Err(e.into()),
@@ -519,7 +530,7 @@ pub(crate) fn delete_string(
         };
         match store.db.delete_if(&ek, v) {
             Ok(()) => {
-                after_write(state, key, sweep);
+                after_write(state, key, sweep, Some(HttpWrite::Deleted));
                 return Ok(Some(store.db.last_version()));
             }
             Err(cask_engine::Error::Conflict { .. }) => continue,
