@@ -88,13 +88,17 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
+/// The HTTP base URL, an HTTP agent and a Redis client for `server`.
+fn clients(server: &Served) -> (String, ureq::Agent, redis::Client) {
+    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    (format!("http://{}", server.http), agent(), redis)
+}
+
 #[test]
 fn http_and_resp_share_one_database_and_stop_together() {
     let dir = tempfile::tempdir().unwrap();
     let mut server = start(dir.path(), &[]);
-    let base = format!("http://{}", server.http);
-    let http = agent();
-    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    let (base, http, redis) = clients(&server);
     let mut con = redis.get_connection().unwrap();
 
     // HTTP write, Redis read.
@@ -268,9 +272,7 @@ fn a_busy_http_port_is_a_startup_error() {
 fn http_writes_publish_keyspace_events() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &[]);
-    let base = format!("http://{}", server.http);
-    let http = agent();
-    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    let (base, http, redis) = clients(&server);
     let mut con = redis.get_connection().unwrap();
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
@@ -342,9 +344,7 @@ fn http_writes_publish_keyspace_events() {
 fn http_writes_fail_a_watching_exec() {
     let dir = tempfile::tempdir().unwrap();
     let server = start(dir.path(), &[]);
-    let base = format!("http://{}", server.http);
-    let http = agent();
-    let redis = redis::Client::open(format!("redis://{}/", server.resp)).unwrap();
+    let (base, http, redis) = clients(&server);
     let mut con = redis.get_connection().unwrap();
     let exec_after = |con: &mut redis::Connection, write: &dyn Fn()| -> Option<Vec<String>> {
         let _: () = redis::cmd("WATCH").arg("w").query(con).unwrap();
@@ -363,8 +363,5 @@ fn http_writes_fail_a_watching_exec() {
     };
     assert_eq!(exec_after(&mut con, &put), None);
     assert_eq!(exec_after(&mut con, &delete), None);
-    assert_eq!(
-        exec_after(&mut con, &|| ()),
-        Some(vec!["OK".to_string()])
-    );
+    assert_eq!(exec_after(&mut con, &|| ()), Some(vec!["OK".to_string()]));
 }

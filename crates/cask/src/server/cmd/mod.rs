@@ -217,6 +217,17 @@ pub struct Spec {
 }
 
 impl Spec {
+    /// Calls the command's handler on `args` (the whole command, name first).
+    ///
+    /// # Errors
+    /// The handler's error reply.
+    pub fn call(&self, ctx: &mut Ctx<'_>, args: &[Bytes]) -> CmdResult<Outcome> {
+        match self.handler {
+            Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
+            Handler::Special(h) => h(ctx, &args[1..]),
+        }
+    }
+
     /// Whether `n` arguments (the name included) fit the command's arity.
     pub fn arity_ok(&self, n: usize) -> bool {
         let n = n as i64;
@@ -638,11 +649,8 @@ pub fn execute(shared: &Shared, client: &mut ClientState, args: Vec<Bytes>) -> O
         spec,
         &args,
         |ctx| {
-            let res = match spec.handler {
-                Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
-                Handler::Special(h) => h(ctx, &args[1..]),
-            };
-            res.unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
+            spec.call(ctx, &args)
+                .unwrap_or_else(|e| Outcome::Reply(Frame::Error(e.0)))
         },
         |out| match out {
             Outcome::Block(_) => None,

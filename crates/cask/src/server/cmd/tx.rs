@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use bytes::Bytes;
 
-use super::{COMMANDS, CmdError, CmdResult, Ctx, Handler, Outcome};
+use super::{COMMANDS, CmdError, CmdResult, Ctx, Outcome};
 use crate::server::frame::Frame;
 use crate::server::keyspace::Store;
 
@@ -293,11 +293,7 @@ pub fn exec(ctx: &mut Ctx<'_>, _args: &[Bytes]) -> CmdResult<Outcome> {
             spec,
             &args,
             |ctx| {
-                let res = match spec.handler {
-                    Handler::Plain(h) => h(ctx, &args[1..]).map(Outcome::Reply),
-                    Handler::Special(h) => h(ctx, &args[1..]),
-                };
-                match res {
+                match spec.call(ctx, &args) {
                     Err(e) => Frame::Error(e.0),
                     Ok(Outcome::Reply(f) | Outcome::Close(f)) => f,
                     // Blocking commands do not block inside a transaction.
