@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 
 use crate::db::Db;
 use crate::error::Result;
@@ -44,6 +45,8 @@ pub struct Scan {
     chunk: usize,
     /// Whether values will be read (false for a listing of keys).
     values: bool,
+    /// [`crate::db::Inner::keydir_changes`] when the pending chunk was copied.
+    copied_at: u64,
 }
 
 impl Scan {
@@ -57,7 +60,16 @@ impl Scan {
             exhausted: false,
             chunk: FIRST_CHUNK,
             values: true,
+            copied_at: 0,
         }
+    }
+
+    /// Tells the scan how many entries the caller will take (an LRANGE of 100 elements),
+    /// so that its first chunk copies them all under one lock hold instead of growing
+    /// from [`FIRST_CHUNK`] (call before iterating).
+    pub fn expect(mut self, n: usize) -> Self {
+        self.chunk = n.clamp(FIRST_CHUNK, MAX_CHUNK);
+        self
     }
 
     /// Iterate from the last key down (call before iterating).
@@ -84,10 +96,9 @@ impl Scan {
             .map
             .range::<[u8], _>((as_slice(&self.lo), as_slice(&self.hi)));
         let mut taken = 0;
-        let mut last: Option<Vec<u8>> = None;
-        let mut push = |k: &[u8], e: &Entry| {
+        let mut last: Option<&[u8]> = None;
+        let mut push = |k: &'_ [u8], e: &Entry| {
             taken += 1;
-            last = Some(k.to_vec());
             if !e.expired(now) {
                 self.pending.push_back((k.to_vec(), *e, None));
             }
@@ -95,12 +106,16 @@ impl Scan {
         if self.reverse {
             for (k, e) in range.rev().take(self.chunk) {
                 push(k.as_slice(), e);
+                last = Some(k.as_slice());
             }
         } else {
             for (k, e) in range.take(self.chunk) {
                 push(k.as_slice(), e);
+                last = Some(k.as_slice());
             }
         }
+        let last = last.map(<[u8]>::to_vec);
+        self.copied_at = self.db.inner.keydir_changes.load(Ordering::Acquire);
         drop(kd);
         match last {
             Some(k) if taken == self.chunk => {
@@ -251,12 +266,21 @@ impl Iterator for Scan {
                 Err(e) => return Some(Err(e)),
             };
             // The chunk's entries were copied under an earlier lock: the key may have been
-            // deleted, overwritten or moved by compaction since. Look it up afresh; a value
-            // read ahead counts only if the key still points at the record it came from.
+            // deleted, overwritten or moved by compaction since. A value read ahead counts
+            // only if the key still points at the record it came from: certainly so if the
+            // keydir has not changed at all since the copy (one atomic load), else look it
+            // up afresh.
             if let Some(v) = ahead {
-                let now = self.db.now_ms();
-                let current = self.db.inner.keydir.read().map.get(key.as_slice()).copied();
-                if current.is_some_and(|e| e == copied && !e.expired(now)) {
+                let unchanged =
+                    self.db.inner.keydir_changes.load(Ordering::Acquire) == self.copied_at;
+                let live = if unchanged {
+                    copied.expire() == 0 || !copied.expired(self.db.now_ms())
+                } else {
+                    let now = self.db.now_ms();
+                    let current = self.db.inner.keydir.read().map.get(key.as_slice()).copied();
+                    current.is_some_and(|e| e == copied && !e.expired(now))
+                };
+                if live {
                     return Some(Ok((key, v)));
                 }
             }

@@ -434,6 +434,38 @@ fn values_read_ahead_by_a_scan_yield_to_later_writes() {
     }
 }
 
+/// With nothing written since a chunk was read ahead, its values are served without looking
+/// the keys up again, but a key whose expiry passes meanwhile is still not returned; a
+/// scan told how many entries to expect reads them in one chunk and returns the same.
+#[test]
+fn values_read_ahead_respect_expiry_reached_while_scanning() {
+    let dir = tempfile::tempdir().unwrap();
+    let clock = TestClock::new(10_000);
+    let db = Db::open(dir.path(), opts_with(&clock, 1 << 20)).unwrap();
+    let key = |i: u32| format!("k{i:03}").into_bytes();
+    for i in 0..100 {
+        let opts = match i {
+            5 | 60 => WriteOptions::expire_at(10_050),
+            _ => WriteOptions::default(),
+        };
+        db.set_with(&key(i), format!("v{i}").as_bytes(), opts)
+            .unwrap();
+    }
+    let all: Vec<(Vec<u8>, Vec<u8>)> = db.scan(..).expect(100).map(Result::unwrap).collect();
+    assert_eq!(all.len(), 100);
+    for expect in [0, 100] {
+        let mut scan = db.scan(..).expect(expect);
+        assert_eq!(scan.next().unwrap().unwrap(), (key(0), b"v0".to_vec()));
+        clock.advance(if expect == 0 { 100 } else { 0 });
+        let rest: Vec<Vec<u8>> = scan.map(|r| r.unwrap().0).collect();
+        assert!(
+            !rest.contains(&key(5)) && !rest.contains(&key(60)),
+            "{expect}"
+        );
+        assert_eq!(rest.len(), 97, "{expect}");
+    }
+}
+
 /// Flips every byte equal to `from` in the database's segment files to `to`.
 fn rewrite_bytes_on_disk(dir: &std::path::Path, from: u8, to: u8) {
     for e in std::fs::read_dir(dir).unwrap() {

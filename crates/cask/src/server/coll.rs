@@ -364,14 +364,31 @@ impl Coll {
         hi: Bound<&[u8]>,
         reverse: bool,
     ) -> impl Iterator<Item = CmdResult<(Vec<u8>, Vec<u8>)>> + 'a {
+        self.scan_expecting(store, lo, hi, reverse, 0)
+    }
+
+    /// [`Coll::scan`] for a caller that knows it will take `n` elements (see
+    /// [`cask_engine::scan::Scan::expect`]).
+    pub fn scan_expecting<'a>(
+        &self,
+        store: &'a Store,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        reverse: bool,
+        n: usize,
+    ) -> impl Iterator<Item = CmdResult<(Vec<u8>, Vec<u8>)>> + 'a {
         let skip = self.prefix.len();
-        let mut scan = store.db.scan(self.bounds(lo, hi));
+        let mut scan = store.db.scan(self.bounds(lo, hi)).expect(n);
         if reverse {
             scan = scan.reverse();
         }
         scan.map(move |r| {
-            r.map(|(mut k, v)| (k.split_off(skip), v))
-                .map_err(CmdError::from)
+            // Dropping the prefix in place: no second allocation per element.
+            r.map(|(mut k, v)| {
+                k.drain(..skip);
+                (k, v)
+            })
+            .map_err(CmdError::from)
         })
     }
 
@@ -396,7 +413,13 @@ impl Coll {
         if reverse {
             keys = keys.reverse();
         }
-        keys.map(move |r| r.map(|mut k| k.split_off(skip)).map_err(CmdError::from))
+        keys.map(move |r| {
+            r.map(|mut k| {
+                k.drain(..skip);
+                k
+            })
+            .map_err(CmdError::from)
+        })
     }
 }
 

@@ -87,8 +87,9 @@ fn read_positions(
         return Ok(Vec::new());
     }
     let (l, h) = (sub(lo), sub(hi));
-    let mut out = Vec::with_capacity((hi - lo).min(1 << 16) as usize);
-    for item in coll.scan(store, Bound::Included(&l), Bound::Excluded(&h), reverse) {
+    let n = (hi - lo).min(1 << 16) as usize;
+    let mut out = Vec::with_capacity(n);
+    for item in coll.scan_expecting(store, Bound::Included(&l), Bound::Excluded(&h), reverse, n) {
         out.push(item?.1);
     }
     if out.len() as u64 != hi - lo {
