@@ -77,43 +77,35 @@ impl Frame {
                     .collect();
                 line(out, b'-', clean.as_bytes());
             }
-            Frame::Integer(n) => line(out, b':', itoa(*n).as_bytes()),
+            Frame::Integer(n) => line_n(out, b':', *n),
             Frame::Bulk(b) => bulk(out, b),
             Frame::Null if resp3 => out.put_slice(b"_\r\n"),
             Frame::Null => out.put_slice(b"$-1\r\n"),
             Frame::NullArray if resp3 => out.put_slice(b"_\r\n"),
             Frame::NullArray => out.put_slice(b"*-1\r\n"),
             Frame::Array(items) => {
-                line(out, b'*', itoa(items.len() as i64).as_bytes());
+                line_n(out, b'*', items.len() as i64);
                 for item in items {
                     item.encode(proto, out);
                 }
             }
             Frame::Push(items) => {
-                line(
-                    out,
-                    if resp3 { b'>' } else { b'*' },
-                    itoa(items.len() as i64).as_bytes(),
-                );
+                line_n(out, if resp3 { b'>' } else { b'*' }, items.len() as i64);
                 for item in items {
                     item.encode(proto, out);
                 }
             }
             Frame::Set(items) => {
-                line(
-                    out,
-                    if resp3 { b'~' } else { b'*' },
-                    itoa(items.len() as i64).as_bytes(),
-                );
+                line_n(out, if resp3 { b'~' } else { b'*' }, items.len() as i64);
                 for item in items {
                     item.encode(proto, out);
                 }
             }
             Frame::Map(pairs) => {
                 if resp3 {
-                    line(out, b'%', itoa(pairs.len() as i64).as_bytes());
+                    line_n(out, b'%', pairs.len() as i64);
                 } else {
-                    line(out, b'*', itoa(2 * pairs.len() as i64).as_bytes());
+                    line_n(out, b'*', 2 * pairs.len() as i64);
                 }
                 for (k, v) in pairs {
                     k.encode(proto, out);
@@ -130,7 +122,7 @@ impl Frame {
             }
             Frame::Verbatim(b) => {
                 if resp3 {
-                    line(out, b'=', itoa(b.len() as i64 + 4).as_bytes());
+                    line_n(out, b'=', b.len() as i64 + 4);
                     out.put_slice(b"txt:");
                     out.put_slice(b);
                     out.put_slice(b"\r\n");
@@ -150,14 +142,16 @@ fn line(out: &mut BytesMut, tag: u8, body: &[u8]) {
 }
 
 fn bulk(out: &mut BytesMut, b: &[u8]) {
-    line(out, b'$', itoa(b.len() as i64).as_bytes());
+    line_n(out, b'$', b.len() as i64);
     out.reserve(b.len() + 2);
     out.put_slice(b);
     out.put_slice(b"\r\n");
 }
 
-fn itoa(n: i64) -> String {
-    n.to_string()
+/// A line holding the integer `n` (lengths, counts, integer replies), formatted without
+/// allocating.
+fn line_n(out: &mut BytesMut, tag: u8, n: i64) {
+    line(out, tag, itoa::Buffer::new().format(n).as_bytes());
 }
 
 /// Formats a double the way Redis replies with one: `inf`, `-inf`, `nan`, else the shortest
