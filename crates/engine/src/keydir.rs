@@ -236,12 +236,26 @@ impl KeyDir {
 
     /// Points `key` at `e`, returning the previous entry.
     pub fn insert(&mut self, key: &[u8], e: Entry) -> Option<Entry> {
+        use std::collections::btree_map::Entry as Slot;
         self.add_live(&e);
-        let old = match self.map.get_mut(key) {
-            Some(slot) => Some(std::mem::replace(slot, e)),
-            None => {
-                self.map.insert(key.into(), e);
-                None
+        let old = if key.len() <= INLINE {
+            // An inline key costs nothing to build: one walk finds the slot or the place
+            // for a new one.
+            match self.map.entry(IndexKey::from(key)) {
+                Slot::Occupied(mut slot) => Some(std::mem::replace(slot.get_mut(), e)),
+                Slot::Vacant(slot) => {
+                    slot.insert(e);
+                    None
+                }
+            }
+        } else {
+            // A long key would be allocated for nothing when it exists: look it up first.
+            match self.map.get_mut(key) {
+                Some(slot) => Some(std::mem::replace(slot, e)),
+                None => {
+                    self.map.insert(key.into(), e);
+                    None
+                }
             }
         };
         if let Some(old) = &old {
