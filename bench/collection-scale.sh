@@ -34,6 +34,9 @@ rpid=
 cleanup() {
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
     [ -n "$rpid" ] && kill "$rpid" 2>/dev/null || true
+    # Wait for them to exit: a server still writing its data directory would make the
+    # removal fail.
+    wait 2>/dev/null || true
     rm -rf "$tmp"
 }
 trap cleanup EXIT
