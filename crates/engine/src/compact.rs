@@ -298,7 +298,6 @@ impl Db {
                     kd.relocate(&m.key, m.from, m.to);
                 }
             }
-            inner.keydir_changes.fetch_add(1, Ordering::Release);
         }
         // The tombstones and newer values our decisions relied on must be durable before the
         // inputs disappear.

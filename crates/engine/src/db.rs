@@ -103,10 +103,8 @@ pub(crate) struct Inner {
     pub next_segment_id: AtomicU32,
     /// The highest sequence number written, readable without the writer lock.
     last_seq: AtomicU64,
-    /// Bumped under the keydir's write lock by every change to it (writes and compaction's
-    /// moves): a reader that saw the same count under the read lock knows that nothing it
-    /// copied from the keydir since has changed, without taking the lock again.
-    pub keydir_changes: AtomicU64,
+    /// The keydir's change count ([`KeyDir::changes`]), readable without its lock.
+    pub keydir_changes: Arc<AtomicU64>,
     durable: Mutex<Durable>,
     durable_cv: Condvar,
     poisoned: AtomicBool,
@@ -171,6 +169,7 @@ impl Db {
             Err(e) => return Err(e.into()),
         };
         let recovered = recover(&dir, &opts)?;
+        let keydir_changes = recovered.keydir.changes.clone();
         let inner = Arc::new(Inner {
             cache: ValueCache::new(opts.value_cache_slots, opts.value_cache_max_value),
             dir,
@@ -184,7 +183,7 @@ impl Db {
             }),
             next_segment_id: AtomicU32::new(recovered.next_id),
             last_seq: AtomicU64::new(recovered.max_seq),
-            keydir_changes: AtomicU64::new(0),
+            keydir_changes,
             durable: Mutex::new(Durable {
                 seq: recovered.max_seq,
                 ..Durable::default()
@@ -846,7 +845,6 @@ impl Inner {
                 kd.insert(op.key, e);
             }
         }
-        self.keydir_changes.fetch_add(1, Ordering::Release);
         drop(kd);
         for (op, &(start, _)) in ops.iter().zip(&placed) {
             if !op.delete {

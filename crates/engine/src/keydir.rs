@@ -11,6 +11,8 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{self, AtomicU64};
 
 const INLINE: usize = 30;
 
@@ -191,6 +193,11 @@ pub struct KeyDir {
     pub map: BTreeMap<IndexKey, Entry>,
     /// Live record bytes per segment id.
     pub live: HashMap<u32, u64>,
+    /// Bumped by every change of an entry (insert, remove, relocate), under the write lock
+    /// that the change needs. Shared (`Db` holds a clone): a reader that saw the same count
+    /// under the read lock knows that nothing it copied from the map since has changed,
+    /// without taking the lock again.
+    pub changes: Arc<AtomicU64>,
 }
 
 impl KeyDir {
@@ -217,7 +224,12 @@ impl KeyDir {
         KeyDir {
             map: entries.into_iter().collect(),
             live,
+            changes: Arc::default(),
         }
+    }
+
+    fn changed(&self) {
+        self.changes.fetch_add(1, atomic::Ordering::Release);
     }
 
     fn add_live(&mut self, e: &Entry) {
@@ -237,6 +249,7 @@ impl KeyDir {
     /// Points `key` at `e`, returning the previous entry.
     pub fn insert(&mut self, key: &[u8], e: Entry) -> Option<Entry> {
         use std::collections::btree_map::Entry as Slot;
+        self.changed();
         self.add_live(&e);
         let old = if key.len() <= INLINE {
             // An inline key costs nothing to build: one walk finds the slot or the place
@@ -268,6 +281,7 @@ impl KeyDir {
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let old = self.map.remove(key);
         if let Some(old) = &old {
+            self.changed();
             self.sub_live(old);
         }
         old
@@ -281,6 +295,7 @@ impl KeyDir {
         };
         match moved {
             Some(prev) => {
+                self.changed();
                 self.sub_live(&prev);
                 self.add_live(&new);
                 true
@@ -366,6 +381,25 @@ mod tests {
                 assert_eq!(ka.cmp(&kb), a.cmp(b), "{a:?} vs {b:?}");
             }
         }
+    }
+
+    #[test]
+    fn every_change_of_an_entry_bumps_the_change_count_and_nothing_else_does() {
+        let mut kd = KeyDir::default();
+        let count = |kd: &KeyDir| kd.changes.load(atomic::Ordering::Acquire);
+        let e = |off| Entry::new(1, off, 10, off, 0);
+        kd.insert(b"a", e(0));
+        kd.insert(&[b'l'; 40], e(1)); // a long (heap) key takes the other path
+        kd.insert(b"a", e(2));
+        assert_eq!(count(&kd), 3);
+        assert!(kd.remove(b"missing").is_none());
+        assert!(!kd.relocate(b"a", (1, 0), e(3))); // no longer at offset 0
+        assert!(!kd.remove_if_at(b"a", (1, 0)));
+        assert_eq!(count(&kd), 3);
+        assert!(kd.relocate(b"a", (1, 2), e(4)));
+        assert!(kd.remove_if_at(b"a", (1, 4)));
+        assert!(kd.remove(&[b'l'; 40]).is_some());
+        assert_eq!(count(&kd), 6);
     }
 
     #[test]

@@ -370,23 +370,27 @@ async fn wait_blocked(
     // For INFO commandstats: the time spent running the command (not waiting), and
     // whether it wrote.
     let (mut busy, before) = (std::time::Duration::ZERO, client.max_version);
+    // The command as `cmd::run` takes it (name first), built once for all the retries.
+    let command = cmd::COMMANDS
+        .get(client.handle.last_cmd.load(Ordering::Relaxed))
+        .map(|spec| {
+            let full: Vec<Bytes> = std::iter::once(Bytes::from_static(spec.name.as_bytes()))
+                .chain(block.args.iter().cloned())
+                .collect();
+            (spec, full)
+        });
     let served = loop {
         // Retry first: a write may have come between the attempt and the registration.
         let res = {
             let started = std::time::Instant::now();
             let _gate = shared.exec_gate.read(client.handle.id);
-            let index = client.handle.last_cmd.load(Ordering::Relaxed);
             let mut ctx = cmd::Ctx { shared, client };
-            let res = match cmd::COMMANDS.get(index) {
-                Some(spec) => {
-                    let full: Vec<Bytes> =
-                        std::iter::once(Bytes::from_static(spec.name.as_bytes()))
-                            .chain(block.args.iter().cloned())
-                            .collect();
+            let res = match &command {
+                Some((spec, full)) => {
                     cmd::run(
                         &mut ctx,
                         spec,
-                        &full,
+                        full,
                         |ctx| (block.retry)(ctx, &block.args),
                         |res| res.as_ref().ok().and_then(Option::as_ref),
                     )
