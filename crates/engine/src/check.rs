@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::hint;
 use crate::options::Options;
-use crate::record::{HEADER_LEN, Header, Kind};
+use crate::record::{self, HEADER_LEN, Header, Kind};
 use crate::segment::{self, FileName, SEGMENT_HEADER_LEN, hint_path, record_at, segment_path};
 
 /// One problem found by [`check`].
@@ -32,7 +32,7 @@ pub struct Problem {
 pub struct CheckReport {
     /// Segments read.
     pub segments: usize,
-    /// Intact records.
+    /// Intact records (puts, deletes and batch records; durability marks are not counted).
     pub records: u64,
     /// Bytes read.
     pub bytes: u64,
@@ -118,7 +118,10 @@ pub fn check(
         }
         let (intact, mut problems) = walk(&data, &path, opts);
         let intact = whole_batches(&data, &path, intact, &mut problems);
-        report.records += intact.len() as u64;
+        report.records += intact
+            .iter()
+            .filter(|r| header_at(&data, r.0).kind != Kind::Mark)
+            .count() as u64;
         let damaged = !problems.is_empty();
         report.problems.extend(problems);
         if damaged && repair {
@@ -164,18 +167,31 @@ pub fn check(
     Ok(report)
 }
 
-/// Whether anything after the damage at `offset` in a segment's bytes was ever acknowledged:
-/// an intact put or delete, or a batch whose operations and commit are all intact.
+/// Whether the damage at `offset` in a segment's bytes was ever durable: whether an intact
+/// durability mark after it says an fsync had covered `offset` before the mark was written.
 ///
-/// Recovery asks this about damage in the tail segment. A write is acknowledged only once
-/// every byte before its end is durable, so when nothing acknowledged follows the damage it
-/// is the remnant of unsynced writes that reached the disk partly and out of order (a torn
-/// tail, cut off), not corruption of acknowledged data (refused).
-pub(crate) fn acknowledged_after(data: &[u8], offset: u64, path: &Path) -> bool {
+/// Recovery asks this about damage in the tail segment. Without such a mark the damage can
+/// be the remnant of unsynced writes that reached the disk partly and out of order (with
+/// group commit or `interval`, several of them, so intact records may follow the hole): a
+/// torn tail, cut off. With one, the damaged bytes had been fsynced and writes after them
+/// may have been acknowledged: corruption, refused. A mark's watermark can never exceed its
+/// own offset; one that does is not a mark this engine wrote and proves nothing.
+pub(crate) fn durable_after(data: &[u8], offset: u64, path: &Path) -> bool {
     // Any intact record counts, even one over the configured limits (they may have been
     // lowered since it was written).
-    let (intact, mut problems) = walk_from(data, offset as usize + 1, path, usize::MAX, usize::MAX);
-    !whole_batches(data, path, intact, &mut problems).is_empty()
+    let (intact, _) = walk_from(data, offset as usize + 1, path, usize::MAX, usize::MAX);
+    intact.iter().any(|&(start, end)| {
+        let h = header_at(data, start);
+        h.kind == Kind::Mark
+            && record::mark_value(&data[start as usize + HEADER_LEN..end as usize])
+                .is_some_and(|durable| durable > offset && durable <= start)
+    })
+}
+
+/// The header of a record [`walk_from`] found intact.
+fn header_at(data: &[u8], start: u64) -> Header {
+    let s = start as usize;
+    Header::decode(data[s..s + HEADER_LEN].try_into().expect("header")).expect("verified record")
 }
 
 /// Finds the intact records of a segment image. Returns their byte ranges and the damaged
@@ -236,14 +252,7 @@ fn whole_batches(
     let mut kept = Vec::with_capacity(intact.len());
     let mut pending: Vec<(u64, u64)> = Vec::new();
     let mut pending_seq = 0u64;
-    let header = |r: &(u64, u64)| {
-        Header::decode(
-            data[r.0 as usize..r.0 as usize + HEADER_LEN]
-                .try_into()
-                .expect("header"),
-        )
-        .expect("verified record")
-    };
+    let header = |r: &(u64, u64)| header_at(data, r.0);
     let drop_batch =
         |pending: &mut Vec<(u64, u64)>, commit: Option<(u64, u64)>, problems: &mut Vec<Problem>| {
             let Some(first) = pending.first().copied().or(commit) else {
@@ -280,7 +289,8 @@ fn whole_batches(
                     drop_batch(&mut pending, Some(r), problems);
                 }
             }
-            Kind::Put | Kind::Delete => {
+            // A batch is one write: nothing, not even a mark, comes between its records.
+            Kind::Put | Kind::Delete | Kind::Mark => {
                 if !pending.is_empty() {
                     drop_batch(&mut pending, None, problems);
                 }
@@ -292,4 +302,45 @@ fn whole_batches(
         drop_batch(&mut pending, None, problems);
     }
     kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{encode, encode_mark};
+
+    /// A segment image: header, a put, a damaged put, a put, then a mark saying `durable`.
+    fn image(durable: u64) -> (Vec<u8>, u64, u64) {
+        let mut data = segment::encode_header(1, 0).to_vec();
+        encode(&mut data, 1, 0, Kind::Put, b"a", b"first");
+        let damaged = data.len() as u64;
+        encode(&mut data, 2, 0, Kind::Put, b"b", b"second");
+        data[damaged as usize + 29] ^= 0xff;
+        encode(&mut data, 3, 0, Kind::Put, b"c", b"third");
+        let mark = data.len() as u64;
+        encode_mark(&mut data, durable);
+        (data, damaged, mark)
+    }
+
+    #[test]
+    fn only_a_mark_past_the_damage_and_not_past_itself_proves_it_durable() {
+        let path = Path::new("0000000001.seg");
+        let (_, damaged, mark) = image(0);
+        for (durable, proves) in [
+            (damaged, false),
+            (damaged + 1, true),
+            (mark, true),
+            (mark + 1, false),
+        ] {
+            let (data, _, _) = image(durable);
+            assert_eq!(
+                durable_after(&data, damaged, path),
+                proves,
+                "mark saying {durable} (damage at {damaged}, mark at {mark})"
+            );
+        }
+        // A put after the damage proves nothing by itself.
+        let (data, _, _) = image(0);
+        assert!(!durable_after(&data[..mark as usize], damaged, path));
+    }
 }

@@ -222,6 +222,7 @@ impl Db {
                                 )?;
                             }
                         }
+                        Kind::Mark => batch.clear(),
                         Kind::Put | Kind::Delete => {
                             batch.clear();
                             self.consider(

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::hint::{self, HintEntry, HintWriter};
 use crate::keydir::{Entry, IndexKey, KeyDir};
 use crate::options::{Options, SyncPolicy, WriteOptions};
-use crate::record::{self, HEADER_LEN, Kind};
+use crate::record::{self, HEADER_LEN, Kind, MARK_LEN};
 use crate::scan::{Keys, Scan};
 use crate::segment::{
     self, FileName, SEGMENT_HEADER_LEN, Scanner, Segment, commit_count, hint_path, segment_path,
@@ -497,7 +497,7 @@ impl Db {
         let res = if self.inner.poisoned.load(Ordering::SeqCst) {
             Ok(())
         } else {
-            self.sync()
+            self.sync().and_then(|()| self.inner.mark_durable())
         };
         self.inner.stop_background();
         // A compaction running in another thread still renames and deletes files: let it
@@ -722,15 +722,22 @@ impl Inner {
     fn sync_written(&self) -> std::io::Result<u64> {
         let (target, files, sealed) = {
             let w = self.writer.lock();
-            let files: Vec<Arc<Segment>> =
-                w.sealing.iter().chain(w.active.iter()).cloned().collect();
+            let files: Vec<(Arc<Segment>, u64)> = w
+                .sealing
+                .iter()
+                .chain(w.active.iter())
+                .map(|s| (s.clone(), s.len.load(Ordering::Acquire)))
+                .collect();
             let sealed: Vec<u32> = w.sealing.iter().map(|s| s.id).collect();
             (w.next_seq - 1, files, sealed)
         };
-        for seg in &files {
+        for (seg, len) in &files {
             let started = std::time::Instant::now();
             seg.file.sync_data()?;
             self.counters.record_sync(started.elapsed());
+            // Everything written before the snapshot is durable now: the next append into
+            // this segment records that in a durability mark.
+            seg.synced.fetch_max(*len, Ordering::AcqRel);
         }
         // Only segments already sealed at the snapshot are now wholly on stable storage. The
         // active one may have taken more appends and been sealed while we synced: it stays
@@ -806,9 +813,11 @@ impl Inner {
         let seq = w.next_seq;
         let mut buf = std::mem::take(&mut w.buf);
         buf.clear();
+        // Room for a durability mark, which `append_bytes` fills in or leaves out.
+        buf.resize(MARK_LEN, 0);
         let mut placed = Vec::with_capacity(ops.len());
         for op in ops {
-            let start = buf.len() as u64;
+            let start = (buf.len() - MARK_LEN) as u64;
             let kind = match (batch, op.delete) {
                 (false, false) => Kind::Put,
                 (false, true) => Kind::Delete,
@@ -816,7 +825,7 @@ impl Inner {
                 (true, true) => Kind::BatchDelete,
             };
             record::encode(&mut buf, seq, op.expire, kind, op.key, op.value);
-            placed.push((start, buf.len() as u64 - start));
+            placed.push((start, (buf.len() - MARK_LEN) as u64 - start));
         }
         if batch {
             record::encode(
@@ -828,7 +837,7 @@ impl Inner {
                 &(ops.len() as u32).to_le_bytes(),
             );
         }
-        let result = self.append_bytes(w, &buf, seq);
+        let result = self.append_bytes(w, &mut buf, seq);
         w.buf = buf;
         if w.buf.capacity() > 4 << 20 {
             w.buf = Vec::new();
@@ -855,12 +864,14 @@ impl Inner {
         Ok(seq)
     }
 
-    /// Appends encoded bytes to the active segment (rotating first if it is full); returns
-    /// the segment id and offset written at.
+    /// Appends encoded records to the active segment (rotating first if it is full); returns
+    /// the segment id and the offset the records start at. `buf` starts with [`MARK_LEN`]
+    /// bytes of room for a durability mark, written in one go with the records when an
+    /// fsync has made more of the segment durable than its last mark says.
     fn append_bytes(
         &self,
         w: &mut MutexGuard<'_, Writer>,
-        buf: &[u8],
+        buf: &mut [u8],
         seq: u64,
     ) -> Result<(u32, u64)> {
         if let Some(active) = &w.active {
@@ -885,13 +896,59 @@ impl Inner {
             }
         };
         let off = active.len.load(Ordering::Relaxed);
-        if let Err(e) = active.file.write_all_at(buf, off) {
+        let synced = active.synced.load(Ordering::Acquire);
+        let mark = synced > active.marked.load(Ordering::Relaxed);
+        let bytes = if mark {
+            let mut m = Vec::with_capacity(MARK_LEN);
+            record::encode_mark(&mut m, synced);
+            buf[..MARK_LEN].copy_from_slice(&m);
+            &buf[..]
+        } else {
+            &buf[MARK_LEN..]
+        };
+        if let Err(e) = active.file.write_all_at(bytes, off) {
             self.poison("write failed", &e);
             return Err(e.into());
         }
-        active.len.store(off + buf.len() as u64, Ordering::Release);
+        if mark {
+            active.marked.store(synced, Ordering::Relaxed);
+        }
+        active
+            .len
+            .store(off + bytes.len() as u64, Ordering::Release);
         active.note_seq(seq);
-        Ok((active.id, off))
+        let records = off + (bytes.len() - (buf.len() - MARK_LEN)) as u64;
+        Ok((active.id, records))
+    }
+
+    /// Writes a durability mark into the active segment if one is due, and fsyncs it, so
+    /// that damage to the last writes before a clean close is never taken for a torn tail.
+    fn mark_durable(&self) -> Result<()> {
+        let w = self.writer.lock();
+        let Some(active) = w.active.clone() else {
+            return Ok(());
+        };
+        let synced = active.synced.load(Ordering::Acquire);
+        if synced <= active.marked.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let off = active.len.load(Ordering::Relaxed);
+        let mut m = Vec::with_capacity(MARK_LEN);
+        record::encode_mark(&mut m, synced);
+        let res = active
+            .file
+            .write_all_at(&m, off)
+            .and_then(|()| active.file.sync_data());
+        if let Err(e) = res {
+            self.poison("writing a durability mark failed", &e);
+            return Err(e.into());
+        }
+        active.marked.store(synced, Ordering::Relaxed);
+        active.len.store(off + m.len() as u64, Ordering::Release);
+        active
+            .synced
+            .fetch_max(off + m.len() as u64, Ordering::AcqRel);
+        Ok(())
     }
 
     /// Seals the active segment: fsync it and queue its hint file. The next append creates
@@ -1089,6 +1146,7 @@ pub(crate) fn write_hint_for(dir: &Path, opts: &Options, seg: &Segment) -> Resul
                         add_hint(&mut hint, &p);
                     }
                 }
+                Kind::Mark => {}
             },
             Err(bad) => return Err(Error::corruption(&seg.path, bad.offset, bad.reason)),
         }
@@ -1220,6 +1278,8 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
         let seg = Segment::new(id, path.clone(), file, len);
         seg.compacted_at
             .store(segment::header_compacted_at(&header), Ordering::Relaxed);
+        // Compaction fsyncs its output before it is ever read, so it can have no torn tail.
+        let is_tail = is_tail && segment::header_compacted_at(&header) == 0;
         let mut from_hint = false;
         if opts.use_hint_files && hint_ids.contains(&id) {
             let res = hint::read_with(vfs, dir, id, opts.max_key_size, &mut hint_buf, |h| {
@@ -1261,13 +1321,17 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
                 // away with every write acknowledged into it after this open.
                 seg.file.sync_data()?;
                 vfs.sync_dir(dir)?;
+                seg.synced.store(len, Ordering::Relaxed);
             } else {
                 needs_hint.push(id);
             }
         }
         max_seq = max_seq.max(seg.max_seq.load(Ordering::Relaxed));
         let seg = Arc::new(seg);
-        if is_tail && len < opts.segment_size {
+        // A segment of an older format takes no more appends (it cannot hold durability
+        // marks): it is sealed, and the next write starts a new segment.
+        let current = segment::header_version(&header) == segment::FORMAT_VERSION;
+        if is_tail && len < opts.segment_size && current {
             active = Some(seg.clone());
         } else if is_tail {
             needs_hint.push(id);
@@ -1296,14 +1360,14 @@ fn recover(dir: &Path, opts: &Options) -> Result<Recovered> {
     })
 }
 
-/// Whether the tail segment holds an acknowledged write after the damage at `offset`
-/// (see [`crate::check::acknowledged_after`]). Reads the whole segment: this runs only when
-/// recovery meets damage followed by non-zero bytes.
-fn acknowledged_after(seg: &Segment, offset: u64) -> Result<bool> {
+/// Whether a durability mark after the damage at `offset` of the tail segment proves the
+/// damaged bytes were fsynced (see [`crate::check::durable_after`]). Reads the whole
+/// segment: this runs only when recovery meets damage followed by non-zero bytes.
+fn durable_after(seg: &Segment, offset: u64) -> Result<bool> {
     let len = seg.len.load(Ordering::Relaxed);
     let mut data = vec![0u8; len as usize];
     seg.file.read_exact_at(&mut data, 0)?;
-    Ok(crate::check::acknowledged_after(&data, offset, &seg.path))
+    Ok(crate::check::durable_after(&data, offset, &seg.path))
 }
 
 /// Scans one segment into the keydir. Returns the offset where valid data ends (the
@@ -1363,12 +1427,18 @@ fn scan_into(seg: &Segment, opts: &Options, kd: &mut Loaded, is_tail: bool) -> R
                         }
                         batch_start = None;
                     }
+                    Kind::Mark => {
+                        if batch_start.take().is_some() {
+                            warn!("{}: discarding an uncommitted batch", seg.path.display());
+                            batch.clear();
+                        }
+                    }
                 }
             }
             Err(bad) => {
                 let torn = is_tail
                     && !bad.over_limits
-                    && (bad.at_tail || !acknowledged_after(seg, bad.offset)?);
+                    && (bad.at_tail || !durable_after(seg, bad.offset)?);
                 if torn {
                     warn!(
                         "{}: torn record at offset {} ({})",

@@ -5,7 +5,8 @@
 //!      0    4 crc32c   CRC32C (Castagnoli) of bytes 4..end of record
 //!      4    8 seq      sequence number (the key's version), little-endian
 //!     12    8 expire   expiry, ms since the Unix epoch; 0 = never
-//!     20    1 kind     1 put, 2 delete, 3 batch put, 4 batch delete, 5 batch commit
+//!     20    1 kind     1 put, 2 delete, 3 batch put, 4 batch delete, 5 batch commit,
+//!                      6 durability mark
 //!     21    4 key_len  little-endian
 //!     25    4 val_len  little-endian
 //!     29    … key bytes, then value bytes
@@ -14,7 +15,12 @@
 //! A batch is written as its operations (kinds 3 and 4, all carrying the batch's sequence
 //! number) followed by one commit record (kind 5, empty key, a 4-byte little-endian operation
 //! count as its value). Recovery applies batch operations only when their commit follows, so
-//! a batch is all or nothing across a crash. See docs/FORMAT.md.
+//! a batch is all or nothing across a crash.
+//!
+//! A durability mark (kind 6, sequence number 0, empty key, an 8-byte little-endian value)
+//! records how many bytes of its segment an fsync had made durable before the mark was
+//! written. Recovery uses it to tell a write torn by a power loss (nothing after it was
+//! ever durable) from damage to acknowledged data. See docs/FORMAT.md.
 
 /// Size of the fixed record header.
 pub const HEADER_LEN: usize = 29;
@@ -32,6 +38,8 @@ pub enum Kind {
     BatchDelete = 4,
     /// Commits the batch operations just before it.
     BatchCommit = 5,
+    /// Records how much of its segment was durable when it was written.
+    Mark = 6,
 }
 
 impl Kind {
@@ -43,6 +51,7 @@ impl Kind {
             3 => Kind::BatchPut,
             4 => Kind::BatchDelete,
             5 => Kind::BatchCommit,
+            6 => Kind::Mark,
             _ => return None,
         })
     }
@@ -113,6 +122,20 @@ pub fn encode(out: &mut Vec<u8>, seq: u64, expire: u64, kind: Kind, key: &[u8], 
     out.extend_from_slice(value);
     let crc = crc32c::crc32c(&out[start + 4..]);
     out[start..start + 4].copy_from_slice(&crc.to_le_bytes());
+}
+
+/// The encoded length of a durability mark.
+pub const MARK_LEN: usize = HEADER_LEN + 8;
+
+/// Appends a durability mark saying that the first `durable` bytes of its segment were on
+/// stable storage before it was written.
+pub fn encode_mark(out: &mut Vec<u8>, durable: u64) {
+    encode(out, 0, 0, Kind::Mark, &[], &durable.to_le_bytes());
+}
+
+/// The watermark of a mark's value, if it has the right shape.
+pub fn mark_value(value: &[u8]) -> Option<u64> {
+    Some(u64::from_le_bytes(value.try_into().ok()?))
 }
 
 /// Checks a whole record's checksum.

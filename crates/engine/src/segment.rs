@@ -2,7 +2,7 @@
 //! every record and tells a torn tail (a crash artefact) from corruption.
 //!
 //! ```text
-//! segment header: b"CASKSEG" | version u8 (=1) | id u32 LE | compacted_at u32 LE
+//! segment header: b"CASKSEG" | version u8 (=2) | id u32 LE | compacted_at u32 LE
 //! (`compacted_at`: Unix seconds when compaction wrote the segment, 0 for the log's own segments)
 //! ```
 
@@ -16,8 +16,11 @@ use crate::vfs::{VFile, Vfs};
 
 /// Magic bytes opening every segment file.
 pub const SEGMENT_MAGIC: &[u8; 7] = b"CASKSEG";
-/// The on-disk format version written by this build.
-pub const FORMAT_VERSION: u8 = 1;
+/// The on-disk format version written by this build (2: records may include durability
+/// marks, [`Kind::Mark`]).
+pub const FORMAT_VERSION: u8 = 2;
+/// The oldest segment format version this build reads (1: without durability marks).
+pub const MIN_FORMAT_VERSION: u8 = 1;
 /// Length of the segment file header.
 pub const SEGMENT_HEADER_LEN: u64 = 16;
 
@@ -84,6 +87,11 @@ pub fn header_compacted_at(h: &[u8]) -> u32 {
     u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"))
 }
 
+/// The format version of a (checked) segment header.
+pub fn header_version(h: &[u8]) -> u8 {
+    h[7]
+}
+
 /// Checks a segment header.
 pub fn check_header(path: &Path, id: u32, h: &[u8]) -> Result<()> {
     if h.len() < SEGMENT_HEADER_LEN as usize || &h[..7] != SEGMENT_MAGIC {
@@ -92,11 +100,12 @@ pub fn check_header(path: &Path, id: u32, h: &[u8]) -> Result<()> {
             reason: "not a cask segment (bad magic)".into(),
         });
     }
-    if h[7] != FORMAT_VERSION {
+    if !(MIN_FORMAT_VERSION..=FORMAT_VERSION).contains(&h[7]) {
         return Err(Error::Format {
             path: path.to_owned(),
             reason: format!(
-                "segment format version {} (this build reads {FORMAT_VERSION})",
+                "segment format version {} (this build reads {MIN_FORMAT_VERSION} to \
+                 {FORMAT_VERSION})",
                 h[7]
             ),
         });
@@ -123,6 +132,11 @@ pub struct Segment {
     pub file: Arc<dyn VFile>,
     /// Current length of the file.
     pub len: AtomicU64,
+    /// How many of its bytes an fsync has made durable (as far as this process knows).
+    pub synced: AtomicU64,
+    /// The watermark of the last durability mark written into it (only for the active
+    /// segment, under the writer lock).
+    pub marked: AtomicU64,
     /// Smallest sequence number of any record in it (`u64::MAX` when empty).
     pub min_seq: AtomicU64,
     /// Largest sequence number of any record in it.
@@ -148,6 +162,9 @@ impl Segment {
             path,
             file,
             len: AtomicU64::new(len),
+            synced: AtomicU64::new(0),
+            // The header is durable before any record is appended: no mark needs saying so.
+            marked: AtomicU64::new(SEGMENT_HEADER_LEN),
             min_seq: AtomicU64::new(u64::MAX),
             max_seq: AtomicU64::new(0),
             compacted_at: AtomicU32::new(0),
@@ -174,7 +191,9 @@ impl Segment {
         file.write_all_at(&encode_header(id, 0), 0)?;
         file.sync_data()?;
         vfs.sync_dir(dir)?;
-        Ok(Segment::new(id, path, file, SEGMENT_HEADER_LEN))
+        let seg = Segment::new(id, path, file, SEGMENT_HEADER_LEN);
+        seg.synced.store(SEGMENT_HEADER_LEN, Ordering::Relaxed);
+        Ok(seg)
     }
 
     /// Reads and verifies the record at `offset` of length `len`; returns its bytes.
@@ -214,7 +233,8 @@ pub struct Scanned {
     pub header: Header,
     /// Its key.
     pub key: Vec<u8>,
-    /// Its value, when the scanner was asked for values (always for batch commits).
+    /// Its value, when the scanner was asked for values (always for batch commits and
+    /// durability marks).
     pub value: Vec<u8>,
 }
 
@@ -381,7 +401,7 @@ impl<'a> Scanner<'a> {
         let key = self.read(key_start, header.key_len as usize)?.to_vec();
         crc = crc32c::crc32c_append(crc, &key);
         let value_start = key_start + header.key_len as u64;
-        let keep_value = self.want_values || header.kind == Kind::BatchCommit;
+        let keep_value = self.want_values || matches!(header.kind, Kind::BatchCommit | Kind::Mark);
         let mut value = Vec::new();
         let mut off = value_start;
         while off < end {
@@ -405,6 +425,13 @@ impl<'a> Scanner<'a> {
             return Ok(Err(self.bad(
                 offset,
                 "malformed batch commit record",
+                Some(end),
+            )?));
+        }
+        if header.kind == Kind::Mark && (header.key_len != 0 || header.value_len != 8) {
+            return Ok(Err(self.bad(
+                offset,
+                "malformed durability mark",
                 Some(end),
             )?));
         }
@@ -440,7 +467,13 @@ pub(crate) fn record_at(
     if !record::verify(&rest[..len]) {
         return Err("record checksum mismatch");
     }
-    Ok(pos + len)
+    match h.kind {
+        Kind::BatchCommit if h.key_len != 0 || h.value_len != 4 => {
+            Err("malformed batch commit record")
+        }
+        Kind::Mark if h.key_len != 0 || h.value_len != 8 => Err("malformed durability mark"),
+        _ => Ok(pos + len),
+    }
 }
 
 /// A batch commit record's operation count.

@@ -7,15 +7,16 @@
 //!   read reports `Corruption` naming that segment (or `Format` for a damaged file magic),
 //!   and no value that differs from the model is ever returned.
 //! - Damaged, truncated or missing hint files: the segment is scanned instead; same data.
-//! - Damage in the tail segment followed only by remnants of unacknowledged writes (a
-//!   reordered writeback) is cut off; damage followed by an intact write is refused.
+//! - Damage in the tail segment that no later durability mark vouches for (the remnants of
+//!   unacknowledged writes after a reordered writeback, also several of one group commit)
+//!   is cut off; damage a later mark says was fsynced is refused.
 
 mod common;
 
 use std::fs::OpenOptions;
 use std::path::Path;
 
-use cask_engine::{Batch, Db, Error, Options};
+use cask_engine::{Batch, Db, Error, Options, SyncPolicy};
 use common::*;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -33,18 +34,42 @@ fn file_len(path: &Path) -> u64 {
     std::fs::metadata(path).unwrap().len()
 }
 
+/// How [`build_history`] writes and ends its history.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum History {
+    /// `SyncPolicy::Never`, then the process ends without closing: nothing was ever known
+    /// to be durable, so the segment holds no durability marks.
+    Unsynced,
+    /// `SyncPolicy::Always`: every write is fsynced before the next, so each one after the
+    /// first is preceded by a durability mark ([`MARK`] bytes); closed cleanly, which
+    /// appends a last mark.
+    Synced,
+    /// `Always`, but the last two writes (the batch and the put) go through a deferring
+    /// handle and share no fsync, like writers of one group commit; then a crash.
+    GroupedTail,
+}
+
+/// The size of a durability mark (docs/FORMAT.md).
+const MARK: u64 = 37;
+
 /// Writes a history into one segment, recording the model after each write and the file
 /// length at which that write ends.
-fn build_history(dir: &Path) -> (Vec<(u64, Model)>, std::path::PathBuf) {
-    let db = Db::open(dir, fast_opts()).unwrap();
-    let seg = segment_files(dir).pop();
+fn build_history(dir: &Path, how: History) -> (Vec<(u64, Model)>, std::path::PathBuf) {
+    let opts = Options {
+        sync: if how == History::Unsynced {
+            SyncPolicy::Never
+        } else {
+            SyncPolicy::Always
+        },
+        ..fast_opts()
+    };
+    let db = Db::open(dir, opts).unwrap();
     let mut m = Model::default();
     let mut states = Vec::new();
     let boundary = |db: &Db, m: &Model, states: &mut Vec<(u64, Model)>| {
         let seg = segment_files(db.dir()).pop().unwrap();
         states.push((file_len(&seg), m.clone()));
     };
-    let _ = seg;
     for i in 0..8u32 {
         let k = format!("key{i}");
         let v = format!("value-{i}-{}", "x".repeat(i as usize * 3));
@@ -55,21 +80,29 @@ fn build_history(dir: &Path) -> (Vec<(u64, Model)>, std::path::PathBuf) {
     assert!(db.delete(b"key3").unwrap());
     m.delete(b"key3");
     boundary(&db, &m, &mut states);
+    let tail = if how == History::GroupedTail {
+        db.deferring()
+    } else {
+        db.clone()
+    };
     // The last two records: a batch (overwrite, new key, delete, duplicate key) and a put.
     let mut b = Batch::new();
     b.put(b"key1".to_vec(), b"batched-1".to_vec())
         .put(b"new".to_vec(), b"first".to_vec())
         .delete(b"key2".to_vec())
         .put(b"new".to_vec(), b"second".to_vec());
-    let ver = db.write(&b).unwrap();
+    let ver = tail.write(&b).unwrap();
     m.set(b"key1", b"batched-1", None, ver);
     m.delete(b"key2");
     m.set(b"new", b"second", None, ver);
     boundary(&db, &m, &mut states);
-    let ver = db.set(b"key0", b"last-put").unwrap();
+    let ver = tail.set(b"key0", b"last-put").unwrap();
     m.set(b"key0", b"last-put", None, ver);
     boundary(&db, &m, &mut states);
-    db.close().unwrap();
+    if how == History::Synced {
+        db.close().unwrap();
+    }
+    drop((db, tail));
     let seg = segment_files(dir).pop().unwrap();
     (states, seg)
 }
@@ -77,7 +110,7 @@ fn build_history(dir: &Path) -> (Vec<(u64, Model)>, std::path::PathBuf) {
 #[test]
 fn truncation_at_every_offset_of_the_last_two_records() {
     let src = tempfile::tempdir().unwrap();
-    let (states, seg) = build_history(src.path());
+    let (states, seg) = build_history(src.path(), History::Unsynced);
     assert_eq!(segment_files(src.path()).len(), 1);
     let n = states.len();
     let from = states[n - 3].0;
@@ -108,7 +141,7 @@ fn truncation_at_every_offset_of_the_last_two_records() {
 #[test]
 fn torn_batch_is_invisible() {
     let src = tempfile::tempdir().unwrap();
-    let (states, _) = build_history(src.path());
+    let (states, _) = build_history(src.path(), History::Unsynced);
     let n = states.len();
     let (batch_start, before) = &states[n - 3];
     let (batch_end, _) = &states[n - 2];
@@ -132,12 +165,12 @@ fn zero_range(path: &Path, from: u64, to: u64) {
 
 /// A power loss during the last two (unsynced, unacknowledged) writes, with the disk's
 /// writeback reordered: a sector in the middle of each never landed, while the bytes after
-/// them did. Nothing acknowledged follows the first damage, so recovery must cut the tail
+/// them did. No durability mark follows the first damage, so recovery must cut the tail
 /// off and open at the state before those writes (it used to refuse with `Corruption`).
 #[test]
 fn reordered_torn_tail_is_cut_when_nothing_acknowledged_follows() {
     let src = tempfile::tempdir().unwrap();
-    let (states, _) = build_history(src.path());
+    let (states, _) = build_history(src.path(), History::Unsynced);
     let n = states.len();
     let (batch_start, before) = &states[n - 3];
     let (batch_end, _) = &states[n - 2];
@@ -165,22 +198,27 @@ fn reordered_torn_tail_is_cut_when_nothing_acknowledged_follows() {
     );
 }
 
-/// Damage in the tail segment followed by an intact, complete write is not a torn tail: that
-/// write may have been acknowledged, so recovery must refuse rather than cut it off.
+/// Damage in the tail segment that a later durability mark says was fsynced is not a torn
+/// tail: the writes after it may have been acknowledged, so recovery must refuse rather
+/// than cut them off. Under `Always` each write after the first starts with a mark saying
+/// the one before it is durable.
 #[test]
 fn tail_damage_before_an_intact_write_is_refused() {
     let src = tempfile::tempdir().unwrap();
-    let (states, _) = build_history(src.path());
+    let (states, _) = build_history(src.path(), History::Synced);
     let n = states.len();
-    let (batch_start, _) = &states[n - 3];
-    let (batch_end, _) = &states[n - 2];
+    let batch_start = states[n - 3].0 + MARK;
+    let batch_end = states[n - 2].0;
+    let delete_start = states[n - 4].0 + MARK;
     for (from, to, what) in [
         // The key of the delete before the batch; the batch and the put after it are intact.
-        (states[n - 4].0 + 29, states[n - 4].0 + 31, "a delete"),
+        (delete_start + 29, delete_start + 31, "a delete"),
         // The key of the batch's first operation; the put after it is intact.
         (batch_start + 29, batch_start + 33, "a batch"),
         // The batch's commit record; the put after it is intact.
-        (batch_end - 4, *batch_end, "a batch commit"),
+        (batch_end - 4, batch_end, "a batch commit"),
+        // The last put: only the mark written by the clean close follows it.
+        (batch_end + MARK + 29, batch_end + MARK + 31, "the last put"),
     ] {
         let work = tempfile::tempdir().unwrap();
         copy_dir(src.path(), work.path());
@@ -190,6 +228,39 @@ fn tail_damage_before_an_intact_write_is_refused() {
             Err(e) => assert!(e.is_corruption(), "damaged {what}: {e:?}"),
             Ok(_) => panic!("damage in {what} before an intact write must be refused"),
         }
+    }
+}
+
+/// Regression (a CI failure of `group_commit_with_reordered_writeback`): writers of one
+/// group commit append several records before the fsync they share, so a power loss can
+/// leave a hole in an earlier one and a later one intact. Neither was acknowledged, and no
+/// durability mark says otherwise, so recovery cuts the tail at the hole. It used to refuse
+/// to open with `Corruption` ("unknown record kind") because an intact record followed.
+#[test]
+fn hole_in_a_group_of_unsynced_writes_is_a_torn_tail() {
+    let src = tempfile::tempdir().unwrap();
+    let (states, _) = build_history(src.path(), History::GroupedTail);
+    let n = states.len();
+    let (before_batch, before) = &states[n - 3];
+    let batch_start = before_batch + MARK;
+    for (from, to, what) in [
+        // The batch's header (kind byte included); the put after it is intact.
+        (batch_start, batch_start + 29, "the batch's first header"),
+        // The key of the batch's first operation.
+        (batch_start + 29, batch_start + 33, "the batch's first key"),
+    ] {
+        let work = tempfile::tempdir().unwrap();
+        copy_dir(src.path(), work.path());
+        let seg = segment_files(work.path()).pop().unwrap();
+        zero_range(&seg, from, to);
+        let db = Db::open(work.path(), fast_opts())
+            .unwrap_or_else(|e| panic!("a hole in {what} must open: {e:?}"));
+        assert_matches(&db, before, 0, what);
+        assert_eq!(
+            file_len(&seg),
+            *before_batch + MARK,
+            "{what}: cut at the hole"
+        );
     }
 }
 
@@ -437,4 +508,40 @@ fn values_around_the_scan_window() {
     truncate(&seg, file_len(&seg) - 50_000);
     let db = Db::open(dir.path(), opts).unwrap();
     assert_matches(&db, &m, 0, "after a torn big record");
+}
+
+/// A directory written before durability marks (segment format version 1) opens with its
+/// data, its tail segment is sealed rather than appended to (marks never go into a version 1
+/// segment), and a version the build does not know is refused with `Format`.
+#[test]
+fn version_1_segments_are_read_and_never_appended_to() {
+    let dir = tempfile::tempdir().unwrap();
+    let (states, seg) = build_history(dir.path(), History::Unsynced);
+    let set_version = |v: u8| {
+        let mut bytes = std::fs::read(&seg).unwrap();
+        bytes[7] = v;
+        std::fs::write(&seg, bytes).unwrap();
+    };
+    set_version(1);
+    let len = file_len(&seg);
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    let mut want = states.last().unwrap().1.clone();
+    assert_matches(&db, &want, 0, "version 1 segment");
+    let ver = db.set(b"after", b"upgrade").unwrap();
+    want.set(b"after", b"upgrade", None, ver);
+    db.close().unwrap();
+    drop(db);
+    assert_eq!(file_len(&seg), len, "the version 1 segment took an append");
+    assert_eq!(segment_files(dir.path()).len(), 2);
+    let db = Db::open(dir.path(), fast_opts()).unwrap();
+    assert_matches(&db, &want, 0, "after the upgrade");
+    drop(db);
+    set_version(3);
+    match Db::open(dir.path(), fast_opts()) {
+        Err(Error::Format { path, reason }) => {
+            assert_eq!(path, seg);
+            assert!(reason.contains("version 3"), "{reason}");
+        }
+        other => panic!("version 3 must be refused: {:?}", other.map(|_| ())),
+    }
 }
