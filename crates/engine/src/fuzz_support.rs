@@ -261,7 +261,7 @@ impl Machine {
         let vfs = FaultVfs::wrap(Arc::new(self.mem.clone()));
         let opts = bounded(Arc::new(vfs.clone()), true, self.segment_size);
         // Whatever the power loss left (torn, reordered writeback included), the database
-        // must open: damage followed by nothing acknowledged is a torn tail.
+        // must open: damage no durability mark vouches for is a torn tail.
         let db = Db::open(&self.dir, opts)
             .unwrap_or_else(|e| panic!("the database must open after any crash: {e:?}"));
         let got = as_model(&db).expect("a reopened database must be readable");
