@@ -95,6 +95,20 @@ impl Header {
         HEADER_LEN as u64 + self.key_len as u64 + self.value_len as u64
     }
 
+    /// What is wrong with the lengths of a record of this kind, if anything: a batch commit
+    /// has an empty key and a 4-byte value, a durability mark an empty key and an 8-byte one.
+    pub fn malformed(&self) -> Option<&'static str> {
+        match self.kind {
+            Kind::BatchCommit if self.key_len != 0 || self.value_len != 4 => {
+                Some("malformed batch commit record")
+            }
+            Kind::Mark if self.key_len != 0 || self.value_len != 8 => {
+                Some("malformed durability mark")
+            }
+            _ => None,
+        }
+    }
+
     /// Decodes a header; `Err` names what is malformed.
     pub fn decode(b: &[u8; HEADER_LEN]) -> Result<Header, &'static str> {
         let kind = Kind::from_u8(b[20]).ok_or("unknown record kind")?;
@@ -170,6 +184,33 @@ mod tests {
             bad[i] ^= 0x10;
             assert!(!verify(&bad), "flip at byte {i} went unnoticed");
         }
+    }
+
+    #[test]
+    fn commits_and_marks_of_the_wrong_shape_are_malformed() {
+        let header = |kind, key: &[u8], value: &[u8]| {
+            let mut buf = Vec::new();
+            encode(&mut buf, 1, 0, kind, key, value);
+            Header::decode(buf[..HEADER_LEN].try_into().unwrap()).unwrap()
+        };
+        let mut mark = Vec::new();
+        encode_mark(&mut mark, 99);
+        let h = Header::decode(mark[..HEADER_LEN].try_into().unwrap()).unwrap();
+        assert_eq!((h.kind, h.malformed()), (Kind::Mark, None));
+        assert_eq!(mark_value(&mark[HEADER_LEN..]), Some(99));
+        assert!(header(Kind::Mark, b"", &[0; 7]).malformed().is_some());
+        assert!(header(Kind::Mark, b"k", &[0; 8]).malformed().is_some());
+        assert!(
+            header(Kind::BatchCommit, b"", &[0; 4])
+                .malformed()
+                .is_none()
+        );
+        assert!(
+            header(Kind::BatchCommit, b"", &[0; 8])
+                .malformed()
+                .is_some()
+        );
+        assert!(header(Kind::Put, b"k", &[0; 8]).malformed().is_none());
     }
 
     #[test]

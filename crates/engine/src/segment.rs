@@ -421,19 +421,8 @@ impl<'a> Scanner<'a> {
                 Some(end),
             )?));
         }
-        if header.kind == Kind::BatchCommit && (header.key_len != 0 || header.value_len != 4) {
-            return Ok(Err(self.bad(
-                offset,
-                "malformed batch commit record",
-                Some(end),
-            )?));
-        }
-        if header.kind == Kind::Mark && (header.key_len != 0 || header.value_len != 8) {
-            return Ok(Err(self.bad(
-                offset,
-                "malformed durability mark",
-                Some(end),
-            )?));
+        if let Some(reason) = header.malformed() {
+            return Ok(Err(self.bad(offset, reason, Some(end))?));
         }
         self.pos = end;
         Ok(Ok(Some(Scanned {
@@ -467,12 +456,9 @@ pub(crate) fn record_at(
     if !record::verify(&rest[..len]) {
         return Err("record checksum mismatch");
     }
-    match h.kind {
-        Kind::BatchCommit if h.key_len != 0 || h.value_len != 4 => {
-            Err("malformed batch commit record")
-        }
-        Kind::Mark if h.key_len != 0 || h.value_len != 8 => Err("malformed durability mark"),
-        _ => Ok(pos + len),
+    match h.malformed() {
+        Some(reason) => Err(reason),
+        None => Ok(pos + len),
     }
 }
 
