@@ -322,6 +322,27 @@ mod tests {
         (data, damaged, mark)
     }
 
+    /// Regression: the walk did not check a commit's shape, and `whole_batches` read four
+    /// bytes of its value: a checksummed commit with a 2-byte value made `check` panic.
+    #[test]
+    fn a_commit_with_a_short_value_is_damage_not_a_panic() {
+        let path = Path::new("0000000001.seg");
+        let mut data = segment::encode_header(1, 0).to_vec();
+        encode(&mut data, 1, 0, Kind::BatchPut, b"a", b"1");
+        let commit = data.len() as u64;
+        encode(&mut data, 1, 0, Kind::BatchCommit, b"", &[1, 0]);
+        encode(&mut data, 2, 0, Kind::Put, b"b", b"2");
+        let (intact, mut problems) = walk(&data, path, &Options::default());
+        let kept = whole_batches(&data, path, intact, &mut problems);
+        assert_eq!(kept.len(), 1, "only the put after it is whole");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p.offset == commit && p.reason == "malformed batch commit record"),
+            "{problems:?}"
+        );
+    }
+
     #[test]
     fn only_a_mark_past_the_damage_and_not_past_itself_proves_it_durable() {
         let path = Path::new("0000000001.seg");
