@@ -896,28 +896,25 @@ impl Inner {
             }
         };
         let off = active.len.load(Ordering::Relaxed);
-        let synced = active.synced.load(Ordering::Acquire);
-        let mark = synced > active.marked.load(Ordering::Relaxed);
-        let bytes = if mark {
-            let mut m = Vec::with_capacity(MARK_LEN);
-            record::encode_mark(&mut m, synced);
-            buf[..MARK_LEN].copy_from_slice(&m);
-            &buf[..]
-        } else {
-            &buf[MARK_LEN..]
+        let due = active.mark_due();
+        let (bytes, records) = match due {
+            Some(durable) => {
+                buf[..MARK_LEN].copy_from_slice(&record::mark(durable));
+                (&buf[..], off + MARK_LEN as u64)
+            }
+            None => (&buf[MARK_LEN..], off),
         };
         if let Err(e) = active.file.write_all_at(bytes, off) {
             self.poison("write failed", &e);
             return Err(e.into());
         }
-        if mark {
-            active.marked.store(synced, Ordering::Relaxed);
+        if let Some(durable) = due {
+            active.marked.store(durable, Ordering::Relaxed);
         }
         active
             .len
             .store(off + bytes.len() as u64, Ordering::Release);
         active.note_seq(seq);
-        let records = off + (bytes.len() - (buf.len() - MARK_LEN)) as u64;
         Ok((active.id, records))
     }
 
@@ -928,13 +925,11 @@ impl Inner {
         let Some(active) = w.active.clone() else {
             return Ok(());
         };
-        let synced = active.synced.load(Ordering::Acquire);
-        if synced <= active.marked.load(Ordering::Relaxed) {
+        let Some(synced) = active.mark_due() else {
             return Ok(());
-        }
+        };
         let off = active.len.load(Ordering::Relaxed);
-        let mut m = Vec::with_capacity(MARK_LEN);
-        record::encode_mark(&mut m, synced);
+        let m = record::mark(synced);
         let res = active
             .file
             .write_all_at(&m, off)

@@ -144,7 +144,19 @@ pub const MARK_LEN: usize = HEADER_LEN + 8;
 /// Appends a durability mark saying that the first `durable` bytes of its segment were on
 /// stable storage before it was written.
 pub fn encode_mark(out: &mut Vec<u8>, durable: u64) {
-    encode(out, 0, 0, Kind::Mark, &[], &durable.to_le_bytes());
+    out.extend_from_slice(&mark(durable));
+}
+
+/// A durability mark as bytes, without allocating (it goes out on the write path).
+pub fn mark(durable: u64) -> [u8; MARK_LEN] {
+    let mut m = [0u8; MARK_LEN];
+    // seq 0 and expiry 0 (bytes 4..20) stay zero; the key is empty.
+    m[20] = Kind::Mark as u8;
+    m[25..29].copy_from_slice(&8u32.to_le_bytes());
+    m[29..].copy_from_slice(&durable.to_le_bytes());
+    let crc = crc32c::crc32c(&m[4..]);
+    m[..4].copy_from_slice(&crc.to_le_bytes());
+    m
 }
 
 /// The watermark of a mark's value, if it has the right shape.
@@ -198,6 +210,9 @@ mod tests {
         let h = Header::decode(mark[..HEADER_LEN].try_into().unwrap()).unwrap();
         assert_eq!((h.kind, h.malformed()), (Kind::Mark, None));
         assert_eq!(mark_value(&mark[HEADER_LEN..]), Some(99));
+        let mut generic = Vec::new();
+        encode(&mut generic, 0, 0, Kind::Mark, &[], &99u64.to_le_bytes());
+        assert_eq!(mark, generic);
         assert!(header(Kind::Mark, b"", &[0; 7]).malformed().is_some());
         assert!(header(Kind::Mark, b"k", &[0; 8]).malformed().is_some());
         assert!(

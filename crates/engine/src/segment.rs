@@ -174,6 +174,13 @@ impl Segment {
         }
     }
 
+    /// The watermark a durability mark written now would state, if an fsync has made more
+    /// of the segment durable than its last mark says (writer lock held).
+    pub fn mark_due(&self) -> Option<u64> {
+        let synced = self.synced.load(Ordering::Acquire);
+        (synced > self.marked.load(Ordering::Relaxed)).then_some(synced)
+    }
+
     /// Widens the segment's sequence range to include `seq`.
     pub fn note_seq(&self, seq: u64) {
         self.min_seq.fetch_min(seq, Ordering::Relaxed);
